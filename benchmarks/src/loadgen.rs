@@ -1,0 +1,595 @@
+//! The load generator. See the crate documentation.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message as _;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use paystream_common::config::{Config, PayloadFormat, ProviderConfig, SignatureScheme};
+use paystream_ingest::signature::sign;
+use paystream_schemas::{decode, EventType, PaymentEvent};
+
+/// Load generator errors: all fatal for the run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadgenError {
+    /// The named provider is not configured.
+    #[error("provider {0} is not configured")]
+    UnknownProvider(String),
+    /// The provider's format is not one the generator writes.
+    #[error("provider {0}: the load generator writes the paystream and pix formats only")]
+    UnsupportedFormat(String),
+    /// No open installments to pay (run `paystream seed`).
+    #[error("no open installments in the database; run `paystream seed` first")]
+    NoInstallments,
+    /// Database error.
+    #[error("database: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    /// Kafka error.
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// HTTP client error.
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Ingest base URL, e.g. `http://127.0.0.1:8080`.
+    pub target: String,
+    /// Configured provider to sign as.
+    pub provider: String,
+    /// Distinct payments to send.
+    pub count: u64,
+    /// Requests per second (open loop); `None` = closed loop.
+    pub rate: Option<f64>,
+    /// Requests in flight at most.
+    pub concurrency: usize,
+    /// Share of requests that re-send an earlier webhook (0..1).
+    pub duplicates: f64,
+    /// Share of requests with a wrong signature (0..1).
+    pub bad: f64,
+    /// Follow the events topic and measure end-to-end latency.
+    pub follow_events: bool,
+    /// How long to wait for events after the last send.
+    pub events_timeout: Duration,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// RNG seed, for repeatable mixes.
+    pub seed: u64,
+}
+
+/// Percentiles in milliseconds.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Latency {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
+}
+
+impl Latency {
+    fn from(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Self {
+            count: h.len(),
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p90_ms: ms(h.value_at_quantile(0.90)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p999_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Summary {
+    /// Requests sent (payments + duplicates + bad).
+    pub requests: u64,
+    /// Distinct payments sent.
+    pub payments: u64,
+    /// Duplicate deliveries sent.
+    pub duplicates_sent: u64,
+    /// Badly signed requests sent.
+    pub bad_sent: u64,
+    /// Answers by HTTP status.
+    pub statuses: std::collections::BTreeMap<u16, u64>,
+    /// Transport errors (no answer).
+    pub transport_errors: u64,
+    /// Seconds spent sending.
+    pub elapsed_s: f64,
+    /// Accepted (202) answers per second.
+    pub accepted_per_s: f64,
+    /// HTTP latency from intended send time to answer.
+    pub http_latency: Latency,
+    /// Events read back, by type (this run's payments only).
+    pub events: std::collections::BTreeMap<String, u64>,
+    /// Distinct accepted payments with exactly one outcome event (applied or rejected).
+    pub payments_with_one_outcome: u64,
+    /// Distinct accepted payments with no outcome event before the timeout.
+    pub payments_missing_outcome: u64,
+    /// Distinct payments with more than one outcome event (would mean double application).
+    pub payments_doubled: u64,
+    /// End-to-end latency, webhook intended send time to the outcome event read back.
+    pub e2e_latency: Option<Latency>,
+}
+
+struct Planned {
+    body: Vec<u8>,
+    payment_id: String,
+    webhook_id: String,
+}
+
+/// Picks open installments and plans `count` payments over them: each installment gets a
+/// share of the payments, and the last of its share pays what is left, so some installments
+/// and contracts are paid in full.
+async fn plan(
+    config: &Config,
+    opts: &Options,
+    format: PayloadFormat,
+) -> Result<Vec<Planned>, LoadgenError> {
+    let (client, conn) = config
+        .postgres
+        .url
+        .parse::<tokio_postgres::Config>()?
+        .connect(tokio_postgres::NoTls)
+        .await?;
+    tokio::spawn(conn);
+    let limit = i64::try_from(opts.count).unwrap_or(i64::MAX);
+    let rows = client
+        .query(
+            "SELECT id, amount_due - amount_paid, currency::text FROM paystream.installments \
+             WHERE status IN ('open', 'partially_paid') ORDER BY contract_id, seq LIMIT $1",
+            &[&limit],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Err(LoadgenError::NoInstallments);
+    }
+    let run = format!("{:08x}", opts.seed as u32 ^ (now_ms() as u32));
+    let installments = rows.len() as u64;
+    let per = opts.count.div_ceil(installments).max(1);
+    let mut planned = Vec::with_capacity(opts.count as usize);
+    for i in 0..opts.count {
+        let row = &rows[(i % installments) as usize];
+        let id: uuid::Uuid = row.get(0);
+        let remaining: Decimal = row.get(1);
+        let currency: String = row.get(2);
+        let round = i / installments; // 0..per
+        let share = (remaining / Decimal::from(per))
+            .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::ToZero);
+        let paid_before = share * Decimal::from(round);
+        let amount = if round + 1 == per {
+            remaining - paid_before
+        } else {
+            share
+        };
+        let amount = if amount <= Decimal::ZERO {
+            Decimal::new(1, 2)
+        } else {
+            amount
+        };
+        let payment_id = format!("pay_{run}_{i}");
+        let webhook_id = format!("msg_{run}_{i}");
+        let created = time_rfc3339(now_ms());
+        let body = match format {
+            PayloadFormat::Paystream => serde_json::json!({
+                "id": format!("evt_{run}_{i}"),
+                "type": "payment.succeeded",
+                "created_at": created,
+                "data": { "payment_id": payment_id, "installment_id": id.to_string(), "amount": amount.to_string(), "currency": currency.trim(), "rail": "pix" }
+            }),
+            PayloadFormat::Pix => serde_json::json!({
+                "pix": [{ "endToEndId": payment_id, "txid": id.simple().to_string(), "valor": amount.to_string(), "horario": created }]
+            }),
+            PayloadFormat::Stripe => {
+                return Err(LoadgenError::UnsupportedFormat(opts.provider.clone()))
+            }
+        };
+        planned.push(Planned {
+            body: serde_json::to_vec(&body).unwrap_or_default(),
+            payment_id,
+            webhook_id,
+        });
+    }
+    Ok(planned)
+}
+
+fn headers_for(
+    p: &ProviderConfig,
+    webhook_id: &str,
+    body: &[u8],
+    bad: bool,
+) -> Vec<(&'static str, String)> {
+    let now = now_ms() / 1000;
+    let secret = p
+        .secrets
+        .first()
+        .map(|s| s.expose().to_owned())
+        .unwrap_or_default();
+    let secret = if bad {
+        format!("{secret}-wrong")
+    } else {
+        secret
+    };
+    match p.scheme {
+        SignatureScheme::StandardWebhooks => {
+            let key = if bad {
+                "whsec_d3Jvbmcta2V5".to_owned()
+            } else {
+                secret
+            };
+            sign::standard_webhooks(&key, webhook_id, now, body)
+        }
+        SignatureScheme::Stripe => vec![sign::stripe(&secret, now, body)],
+        SignatureScheme::HmacSha256 => {
+            let ts = p.timestamp_header.as_ref().map(|_| now);
+            let mut h = vec![("x-signature", sign::hmac_sha256(&secret, ts, body))];
+            if let Some(ts) = ts {
+                h.push(("x-timestamp", ts.to_string()));
+            }
+            h
+        }
+    }
+}
+
+/// Runs the load and, when asked, follows the events.
+pub async fn run(config: &Config, opts: Options) -> Result<Summary, LoadgenError> {
+    let provider = config
+        .providers
+        .get(&opts.provider)
+        .ok_or_else(|| LoadgenError::UnknownProvider(opts.provider.clone()))?
+        .clone();
+    if provider.scheme == SignatureScheme::HmacSha256
+        && provider.signature_header.as_deref() != Some("x-signature")
+    {
+        return Err(LoadgenError::UnsupportedFormat(opts.provider.clone()));
+    }
+    let planned = Arc::new(plan(config, &opts, provider.format).await?);
+    let follower = if opts.follow_events {
+        Some(Follower::start(config, &planned).await?)
+    } else {
+        None
+    };
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(opts.concurrency)
+        .tcp_nodelay(true)
+        .build()?;
+    let url = format!(
+        "{}/webhooks/{}",
+        opts.target.trim_end_matches('/'),
+        opts.provider
+    );
+    let mut rng = SmallRng::seed_from_u64(opts.seed);
+    // The send schedule: each planned payment once, duplicates and bad ones mixed in.
+    let mut schedule: Vec<(usize, Kind)> = Vec::with_capacity(planned.len() * 2);
+    for i in 0..planned.len() {
+        schedule.push((i, Kind::First));
+        if rng.random_bool(opts.duplicates.clamp(0.0, 1.0)) {
+            schedule.push((rng.random_range(0..=i), Kind::Duplicate));
+        }
+        if rng.random_bool(opts.bad.clamp(0.0, 1.0)) {
+            schedule.push((i, Kind::Bad));
+        }
+    }
+    let stats = Arc::new(Stats::default());
+    let http_hist = Arc::new(Mutex::new(new_histogram()));
+    let first_sent: Arc<Mutex<HashMap<usize, (Instant, bool)>>> =
+        Arc::new(Mutex::new(HashMap::with_capacity(planned.len())));
+    let permits = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+    let bar = if opts.progress {
+        ProgressBar::new(schedule.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, (index, kind)) in schedule.iter().copied().enumerate() {
+        let intended = match opts.rate {
+            Some(rate) if rate > 0.0 => {
+                let at = started + Duration::from_secs_f64(n as f64 / rate);
+                tokio::time::sleep_until(at.into()).await;
+                at
+            }
+            _ => Instant::now(),
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let (client, url, planned, provider, stats, hist, first_sent, bar) = (
+            client.clone(),
+            url.clone(),
+            planned.clone(),
+            provider.clone(),
+            stats.clone(),
+            http_hist.clone(),
+            first_sent.clone(),
+            bar.clone(),
+        );
+        tasks.spawn(async move {
+            let _permit = permit;
+            let p = &planned[index];
+            let headers = headers_for(&provider, &p.webhook_id, &p.body, kind == Kind::Bad);
+            let mut request = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(p.body.clone());
+            for (k, v) in headers {
+                request = request.header(k, v);
+            }
+            let response = request.send().await;
+            let elapsed = intended.elapsed();
+            if let Ok(mut h) = hist.lock() {
+                let _ = h.record(elapsed.as_micros() as u64);
+            }
+            match response {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    stats.count(status);
+                    if kind == Kind::First {
+                        if let Ok(mut f) = first_sent.lock() {
+                            f.insert(index, (intended, status == 202));
+                        }
+                    } else if kind == Kind::Duplicate && status == 202 {
+                        if let Ok(mut f) = first_sent.lock() {
+                            // A duplicate can be what got a payment accepted if the first failed.
+                            f.entry(index).and_modify(|e| e.1 = true);
+                        }
+                    }
+                }
+                Err(_) => {
+                    stats.transport_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            bar.inc(1);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+
+    let mut summary = Summary {
+        requests: schedule.len() as u64,
+        payments: planned.len() as u64,
+        duplicates_sent: schedule
+            .iter()
+            .filter(|(_, k)| *k == Kind::Duplicate)
+            .count() as u64,
+        bad_sent: schedule.iter().filter(|(_, k)| *k == Kind::Bad).count() as u64,
+        statuses: stats.statuses(),
+        transport_errors: stats.transport_errors.load(Ordering::Relaxed),
+        elapsed_s: elapsed.as_secs_f64(),
+        ..Summary::default()
+    };
+    summary.accepted_per_s =
+        summary.statuses.get(&202).copied().unwrap_or(0) as f64 / elapsed.as_secs_f64().max(1e-9);
+    if let Ok(h) = http_hist.lock() {
+        summary.http_latency = Latency::from(&h);
+    }
+    if let Some(follower) = follower {
+        let sent = first_sent.lock().map(|f| f.clone()).unwrap_or_default();
+        follower
+            .finish(&planned, &sent, opts.events_timeout, &mut summary)
+            .await;
+    }
+    Ok(summary)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    First,
+    Duplicate,
+    Bad,
+}
+
+#[derive(Default)]
+struct Stats {
+    by_status: Mutex<std::collections::BTreeMap<u16, u64>>,
+    transport_errors: AtomicU64,
+}
+
+impl Stats {
+    fn count(&self, status: u16) {
+        if let Ok(mut m) = self.by_status.lock() {
+            *m.entry(status).or_default() += 1;
+        }
+    }
+    fn statuses(&self) -> std::collections::BTreeMap<u16, u64> {
+        self.by_status.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
+
+/// Reads the events topic in the background, keeping this run's events.
+struct Follower {
+    events: Arc<Mutex<HashMap<String, Vec<(EventType, Instant)>>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Follower {
+    async fn start(config: &Config, planned: &[Planned]) -> Result<Self, LoadgenError> {
+        let group = format!("paystream-loadgen-{}", uuid::Uuid::new_v4().simple());
+        let consumer: StreamConsumer =
+            paystream_common::kafka::consumer_config(&config.kafka, &group, "paystream-loadgen")
+                .set("enable.auto.commit", "false")
+                .create()?;
+        consumer.subscribe(&[&config.kafka.events_topic])?;
+        let wanted: std::collections::HashSet<String> =
+            planned.iter().map(|p| p.payment_id.clone()).collect();
+        let events: Arc<Mutex<HashMap<String, Vec<(EventType, Instant)>>>> = Arc::default();
+        let stop: Arc<AtomicBool> = Arc::default();
+        let (ev, st) = (events.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut seen_ids = std::collections::HashSet::new();
+            while !st.load(Ordering::Relaxed) {
+                let m =
+                    match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
+                        Ok(Ok(m)) => m,
+                        _ => continue,
+                    };
+                let Some(Ok(event)) = m.payload().map(decode::<PaymentEvent>) else {
+                    continue;
+                };
+                // The broker may redeliver the tail of a batch; the event id says it is the same fact.
+                if !wanted.contains(&event.payment_id) || !seen_ids.insert(event.event_id) {
+                    continue;
+                }
+                if let Ok(mut e) = ev.lock() {
+                    e.entry(event.payment_id)
+                        .or_default()
+                        .push((event.event_type, Instant::now()));
+                }
+            }
+        });
+        // Give the group time to get its assignment before the first webhook goes out.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok(Self { events, stop })
+    }
+
+    async fn finish(
+        self,
+        planned: &[Planned],
+        sent: &HashMap<usize, (Instant, bool)>,
+        timeout: Duration,
+        summary: &mut Summary,
+    ) {
+        let accepted: Vec<usize> = sent
+            .iter()
+            .filter(|(_, (_, ok))| *ok)
+            .map(|(i, _)| *i)
+            .collect();
+        let outcome = |types: &[(EventType, Instant)]| {
+            types
+                .iter()
+                .filter(|(t, _)| {
+                    matches!(t, EventType::PaymentApplied | EventType::PaymentRejected)
+                })
+                .count()
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            let done = self
+                .events
+                .lock()
+                .map(|e| {
+                    accepted.iter().all(|i| {
+                        e.get(&planned[*i].payment_id)
+                            .is_some_and(|v| outcome(v) >= 1)
+                    })
+                })
+                .unwrap_or(false);
+            if done || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // A short grace period: a doubled application would show up as a second outcome.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.stop.store(true, Ordering::Relaxed);
+        let events = self.events.lock().map(|e| e.clone()).unwrap_or_default();
+        let mut e2e = new_histogram();
+        for i in &accepted {
+            let p = &planned[*i];
+            match events.get(&p.payment_id) {
+                Some(v) => {
+                    match outcome(v) {
+                        0 => summary.payments_missing_outcome += 1,
+                        1 => summary.payments_with_one_outcome += 1,
+                        _ => summary.payments_doubled += 1,
+                    }
+                    if let (Some((_, at)), Some((intended, _))) = (
+                        v.iter().find(|(t, _)| {
+                            matches!(t, EventType::PaymentApplied | EventType::PaymentRejected)
+                        }),
+                        sent.get(i),
+                    ) {
+                        let _ =
+                            e2e.record(at.saturating_duration_since(*intended).as_micros() as u64);
+                    }
+                }
+                None => summary.payments_missing_outcome += 1,
+            }
+        }
+        for v in events.values() {
+            for (t, _) in v {
+                *summary.events.entry(t.as_str().to_owned()).or_default() += 1;
+            }
+        }
+        summary.e2e_latency = Some(Latency::from(&e2e));
+    }
+}
+
+#[allow(clippy::expect_used)]
+fn new_histogram() -> Histogram<u64> {
+    // Microseconds, 1 µs to 1 h at 3 significant digits: constant, valid bounds.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn time_rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        ms.rem_euclid(1000)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The RFC 3339 formatter agrees with known instants.
+    #[test]
+    fn rfc3339() {
+        assert_eq!(time_rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(time_rfc3339(1_767_323_045_123), "2026-01-02T03:04:05.123Z");
+        assert_eq!(time_rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

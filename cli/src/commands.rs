@@ -1,0 +1,318 @@
+//! The subcommands.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+
+use paystream_common::{cancel_on_signal, postgres, Config, Shutdown};
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the HTTP edge.
+    Ingest,
+    /// Run the processor (consumer-group member).
+    Processor,
+    /// Run the outbox relay.
+    Relay,
+    /// Apply pending database migrations.
+    Migrate,
+    /// Create the Kafka topics (also done by every service at start).
+    Topics,
+    /// Seed deterministic customers, contracts and installments.
+    Seed {
+        /// Customers.
+        #[arg(long, default_value_t = 1000, env = "PAYSTREAM_SEED_CUSTOMERS")]
+        customers: i32,
+        /// Contracts per customer.
+        #[arg(long, default_value_t = 1, env = "PAYSTREAM_SEED_CONTRACTS")]
+        contracts: i32,
+        /// Installments per contract.
+        #[arg(long, default_value_t = 12, env = "PAYSTREAM_SEED_INSTALLMENTS")]
+        installments: i32,
+        /// Currency of the contracts.
+        #[arg(long, default_value = "BRL", env = "PAYSTREAM_SEED_CURRENCY")]
+        currency: String,
+    },
+    /// Send signed webhooks to ingest and report what happened.
+    Loadgen(LoadgenArgs),
+    /// Print what the database holds: payments, dead letters, outbox, trial balance.
+    Report,
+    /// Exit 0 when the admin endpoint answers 200 (for container health checks).
+    Healthcheck {
+        /// Admin address of the service to check.
+        #[arg(
+            long,
+            default_value = "127.0.0.1:9101",
+            env = "PAYSTREAM_HEALTHCHECK_ADDR"
+        )]
+        addr: String,
+        /// Path to query: /healthz (alive) or /readyz (dependencies answer).
+        #[arg(long, default_value = "/healthz")]
+        path: String,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct LoadgenArgs {
+    /// Ingest base URL.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8080",
+        env = "PAYSTREAM_LOADGEN_TARGET"
+    )]
+    target: String,
+    /// Provider to sign as.
+    #[arg(
+        long,
+        default_value = "demo-standard",
+        env = "PAYSTREAM_LOADGEN_PROVIDER"
+    )]
+    provider: String,
+    /// Distinct payments to send.
+    #[arg(long, default_value_t = 1000, env = "PAYSTREAM_LOADGEN_COUNT")]
+    count: u64,
+    /// Requests per second (open loop); omit for closed loop as fast as possible.
+    #[arg(long, env = "PAYSTREAM_LOADGEN_RATE")]
+    rate: Option<f64>,
+    /// Requests in flight at most.
+    #[arg(long, default_value_t = 64, env = "PAYSTREAM_LOADGEN_CONCURRENCY")]
+    concurrency: usize,
+    /// Share of requests that re-send an earlier webhook (0..1).
+    #[arg(long, default_value_t = 0.0, env = "PAYSTREAM_LOADGEN_DUPLICATES")]
+    duplicates: f64,
+    /// Share of requests with a wrong signature (0..1).
+    #[arg(long, default_value_t = 0.0, env = "PAYSTREAM_LOADGEN_BAD")]
+    bad: f64,
+    /// Follow the events topic: end-to-end latency and one outcome per payment.
+    #[arg(long, env = "PAYSTREAM_LOADGEN_FOLLOW_EVENTS")]
+    follow_events: bool,
+    /// Seconds to wait for events after the last send.
+    #[arg(long, default_value_t = 60, env = "PAYSTREAM_LOADGEN_EVENTS_TIMEOUT_S")]
+    events_timeout_s: u64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    /// RNG seed of the duplicate/bad mix.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_file)?;
+    let shutdown = Shutdown::new();
+    match command {
+        Command::Ingest => {
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            let listener = TcpListener::bind(config.ingest.listen)
+                .await
+                .with_context(|| format!("bind {}", config.ingest.listen))?;
+            let admin = TcpListener::bind(config.ingest.admin_listen)
+                .await
+                .with_context(|| format!("bind {}", config.ingest.admin_listen))?;
+            paystream_ingest::run(config, listener, admin, shutdown).await?;
+        }
+        Command::Processor => {
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            let admin = TcpListener::bind(config.processor.admin_listen)
+                .await
+                .with_context(|| format!("bind {}", config.processor.admin_listen))?;
+            paystream_processor::run(config, admin, shutdown).await?;
+        }
+        Command::Relay => {
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            let admin = TcpListener::bind(config.relay.admin_listen)
+                .await
+                .with_context(|| format!("bind {}", config.relay.admin_listen))?;
+            paystream_relay::run(config, admin, shutdown).await?;
+        }
+        Command::Migrate => {
+            let mut client = postgres::connect(&config.postgres, None).await?;
+            let applied = postgres::migrate(&mut client).await?;
+            println!("migrations applied: {applied}");
+        }
+        Command::Topics => {
+            paystream_common::kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await?;
+            println!(
+                "topics ready: {}, {}, {}",
+                config.kafka.inbound_topic,
+                config.kafka.events_topic,
+                config.kafka.deadletter_topic
+            );
+        }
+        Command::Seed {
+            customers,
+            contracts,
+            installments,
+            currency,
+        } => {
+            let mut client = postgres::connect(&config.postgres, None).await?;
+            let size = paystream_processor::seed::SeedSize {
+                customers,
+                contracts_per_customer: contracts,
+                installments_per_contract: installments,
+            };
+            paystream_processor::seed::seed(&mut client, size, &currency).await?;
+            println!(
+                "seeded {customers} customers, {} contracts, {} installments ({currency})",
+                customers * contracts,
+                size.installments()
+            );
+        }
+        Command::Loadgen(args) => return loadgen(&config, args).await,
+        Command::Report => report(&config).await?,
+        Command::Healthcheck { addr, path } => return Ok(healthcheck(&addr, &path).await),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn loadgen(config: &Config, a: LoadgenArgs) -> anyhow::Result<ExitCode> {
+    let options = paystream_benchmarks::loadgen::Options {
+        target: a.target,
+        provider: a.provider,
+        count: a.count,
+        rate: a.rate,
+        concurrency: a.concurrency,
+        duplicates: a.duplicates,
+        bad: a.bad,
+        follow_events: a.follow_events,
+        events_timeout: Duration::from_secs(a.events_timeout_s),
+        progress: !a.quiet && !a.json,
+        seed: a.seed,
+    };
+    let s = paystream_benchmarks::loadgen::run(config, options).await?;
+    if a.json {
+        println!("{}", serde_json_string(&s));
+    } else {
+        println!("load generator");
+        println!(
+            "  requests sent         {} ({} payments, {} duplicates, {} badly signed)",
+            s.requests, s.payments, s.duplicates_sent, s.bad_sent
+        );
+        let statuses: Vec<String> = s
+            .statuses
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        println!(
+            "  answers               {}{}",
+            statuses.join(", "),
+            if s.transport_errors > 0 {
+                format!(", transport errors: {}", s.transport_errors)
+            } else {
+                String::new()
+            }
+        );
+        println!(
+            "  accepted rate         {:.0} webhooks/s over {:.2} s",
+            s.accepted_per_s, s.elapsed_s
+        );
+        let l = &s.http_latency;
+        println!("  HTTP latency          p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms", l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms);
+        if let Some(l) = &s.e2e_latency {
+            let events: Vec<String> = s.events.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            println!("  events consumed       {}", events.join(", "));
+            println!(
+                "  payments with exactly one outcome event: {}  missing: {}  doubled: {}",
+                s.payments_with_one_outcome, s.payments_missing_outcome, s.payments_doubled
+            );
+            println!(
+                "  end-to-end latency    p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+                l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
+            );
+        }
+    }
+    let failed =
+        s.e2e_latency.is_some() && (s.payments_missing_outcome > 0 || s.payments_doubled > 0);
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn serde_json_string(s: &paystream_benchmarks::loadgen::Summary) -> String {
+    serde_json::to_string_pretty(s).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+async fn report(config: &Config) -> anyhow::Result<()> {
+    let client = postgres::connect(&config.postgres, None).await?;
+    println!("database");
+    for row in client
+        .query("SELECT status, count(*), coalesce(sum(amount), 0)::text FROM paystream.payment GROUP BY status ORDER BY status", &[])
+        .await?
+    {
+        println!("  payments {:<9}  {:>8}  amount {}", row.get::<_, String>(0), row.get::<_, i64>(1), row.get::<_, String>(2));
+    }
+    for row in client
+        .query(
+            "SELECT status, count(*) FROM paystream.installment GROUP BY status ORDER BY status",
+            &[],
+        )
+        .await?
+    {
+        println!(
+            "  installments {:<15} {:>8}",
+            row.get::<_, String>(0),
+            row.get::<_, i64>(1)
+        );
+    }
+    let settled: i64 = client
+        .query_one(
+            "SELECT count(*) FROM paystream.contract WHERE status = 'settled'",
+            &[],
+        )
+        .await?
+        .get(0);
+    println!("  contracts settled      {settled:>8}");
+    let dead: i64 = client
+        .query_one("SELECT count(*) FROM paystream.dead_letters", &[])
+        .await?
+        .get(0);
+    println!("  dead letters           {dead:>8}");
+    let backlog = client
+        .query_one(
+            "SELECT pending, oldest_age_seconds FROM paystream.outbox_backlog",
+            &[],
+        )
+        .await?;
+    println!("  outbox pending         {:>8}", backlog.get::<_, i64>(0));
+    println!("trial balance");
+    for row in client.query("SELECT currency::text, debits::text, credits::text, debits = credits FROM paystream.trial_balance ORDER BY 1", &[]).await? {
+        let balanced: bool = row.get(3);
+        println!(
+            "  {}  debits {}  credits {}  {}",
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, String>(2),
+            if balanced { "balanced" } else { "UNBALANCED" }
+        );
+    }
+    Ok(())
+}
+
+/// A minimal HTTP/1.0 GET, so that container images need no curl.
+async fn healthcheck(addr: &str, path: &str) -> ExitCode {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await?;
+        let mut head = vec![0u8; 64];
+        let n = stream.read(&mut head).await?;
+        Ok::<bool, std::io::Error>(
+            head[..n].starts_with(b"HTTP/1.1 200") || head[..n].starts_with(b"HTTP/1.0 200"),
+        )
+    };
+    match tokio::time::timeout(Duration::from_secs(3), attempt).await {
+        Ok(Ok(true)) => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
+}

@@ -1,0 +1,41 @@
+//! `paystream`: every service and tool in one binary. Thin: parse the command line, load the
+//! configuration, start telemetry, call the library.
+
+mod commands;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// paystream: provider webhooks to exactly-once money movements and Kafka events.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML) layered over the defaults; `PAYSTREAM_*` variables override both.
+    #[arg(long, global = true, env = "PAYSTREAM_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: commands::Command,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    paystream_common::telemetry::init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("cannot start the runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli.command, cli.config.as_deref())) {
+        Ok(code) => code,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! The PostgreSQL pool, SQLSTATE classification and the embedded migration runner.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+use crate::config::PostgresConfig;
+
+/// Errors opening the pool or migrating.
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresError {
+    /// The URL is not a PostgreSQL URL.
+    #[error("postgres.url is invalid: {0}")]
+    Url(#[source] tokio_postgres::Error),
+    /// The pool could not be built.
+    #[error("cannot build the connection pool: {0}")]
+    Pool(String),
+    /// A statement failed.
+    #[error("database error: {}", describe(.0))]
+    Db(#[from] tokio_postgres::Error),
+    /// No connection could be had from the pool in time.
+    #[error("no database connection available: {0}")]
+    Checkout(#[from] deadpool_postgres::PoolError),
+    /// An applied migration's text changed after it was applied.
+    #[error("migration {version} ({name}) was changed after it was applied; migrations are forward-only")]
+    MigrationChanged {
+        /// The migration's version.
+        version: i32,
+        /// The migration's name.
+        name: String,
+    },
+}
+
+/// What to do about a failed database operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Transient: run the whole transaction again after a pause.
+    Retry,
+    /// Permanent for this input, e.g. a constraint the data violates.
+    Reject,
+    /// The code or the schema is wrong: stop and let an operator look.
+    Fatal,
+}
+
+/// A PostgreSQL error as an operator wants to read it: SQLSTATE, message and detail for
+/// server errors (tokio-postgres' own Display says only "db error"), the cause otherwise.
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+        if let Some(detail) = db.detail() {
+            text.push_str(" (");
+            text.push_str(detail);
+            text.push(')');
+        }
+        return text;
+    }
+    match std::error::Error::source(error) {
+        Some(source) => format!("{error}: {source}"),
+        None => error.to_string(),
+    }
+}
+
+/// Classifies a PostgreSQL error by SQLSTATE (or by the lack of one: a lost connection).
+pub fn classify(error: &tokio_postgres::Error) -> Disposition {
+    let Some(code) = error.code() else {
+        // No SQLSTATE: the connection broke or timed out; a new one may work.
+        return Disposition::Retry;
+    };
+    let retry = [
+        SqlState::T_R_SERIALIZATION_FAILURE,
+        SqlState::T_R_DEADLOCK_DETECTED,
+        SqlState::LOCK_NOT_AVAILABLE,
+        SqlState::QUERY_CANCELED,
+        SqlState::ADMIN_SHUTDOWN,
+        SqlState::CRASH_SHUTDOWN,
+        SqlState::CANNOT_CONNECT_NOW,
+        SqlState::TOO_MANY_CONNECTIONS,
+        SqlState::CONNECTION_FAILURE,
+        SqlState::CONNECTION_EXCEPTION,
+        // A concurrent insert of the same key: running again sees the committed row.
+        SqlState::UNIQUE_VIOLATION,
+    ];
+    if retry.contains(code) || code.code().starts_with("08") {
+        return Disposition::Retry;
+    }
+    let class = &code.code()[..2];
+    match class {
+        // Data exceptions and integrity violations are about the input.
+        "22" | "23" => Disposition::Reject,
+        _ => Disposition::Fatal,
+    }
+}
+
+/// Builds the pool. Connections open lazily; `statement_timeout` bounds every statement.
+pub fn pool(config: &PostgresConfig) -> Result<Pool, PostgresError> {
+    let mut pg: tokio_postgres::Config = config.url.parse().map_err(PostgresError::Url)?;
+    pg.connect_timeout(Duration::from_millis(config.connect_timeout_ms));
+    pg.options(format!(
+        "-c statement_timeout={}",
+        config.statement_timeout_ms
+    ));
+    if pg.get_application_name().is_none() {
+        pg.application_name("paystream");
+    }
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(config.pool_size)
+        .wait_timeout(Some(Duration::from_millis(config.pool_wait_timeout_ms)))
+        .create_timeout(Some(Duration::from_millis(config.connect_timeout_ms)))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| PostgresError::Pool(e.to_string()))
+}
+
+/// Opens one connection outside the pool (relay lane sessions, LISTEN), driving it on a task.
+/// Notifications are forwarded to `notifications` when given.
+pub async fn connect(
+    config: &PostgresConfig,
+    notifications: Option<tokio::sync::mpsc::Sender<tokio_postgres::Notification>>,
+) -> Result<tokio_postgres::Client, PostgresError> {
+    let mut pg: tokio_postgres::Config = config.url.parse().map_err(PostgresError::Url)?;
+    pg.connect_timeout(Duration::from_millis(config.connect_timeout_ms));
+    pg.options(format!(
+        "-c statement_timeout={}",
+        config.statement_timeout_ms
+    ));
+    let (client, mut connection) = pg.connect(NoTls).await?;
+    tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    if let Some(tx) = &notifications {
+                        // A full channel already holds a wake-up; dropping this one loses nothing.
+                        let _ = tx.try_send(n);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "database connection closed");
+                    break;
+                }
+                None => break,
+            }
+        }
+    });
+    Ok(client)
+}
+
+/// One embedded, forward-only migration.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// Version, strictly increasing.
+    pub version: i32,
+    /// Name, from the file name.
+    pub name: &'static str,
+    /// The SQL text.
+    pub sql: &'static str,
+}
+
+/// Every migration of `migrations/`, in order.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "core",
+    sql: include_str!("../../migrations/V0001__core.sql"),
+}];
+
+/// A digest of the migrations, used to name migrated test templates.
+pub fn migrations_digest() -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for m in MIGRATIONS {
+        hasher.update(m.version.to_le_bytes());
+        hasher.update(m.sql.as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..6])
+}
+
+/// Applies every pending migration, each in its own transaction, under an advisory lock so
+/// that several processes starting at once do not race. Returns how many were applied.
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<usize, PostgresError> {
+    use sha2::{Digest, Sha256};
+    // The key is arbitrary but fixed: it names "paystream migrations" among advisory locks.
+    const LOCK_KEY: i64 = 0x7061_7973_7472_6d31;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
+        .await?;
+    let result = async {
+        client
+            .batch_execute(
+                "CREATE SCHEMA IF NOT EXISTS paystream;
+                 CREATE TABLE IF NOT EXISTS paystream.schema_migration (
+                     version integer PRIMARY KEY,
+                     name text NOT NULL,
+                     checksum text NOT NULL,
+                     applied_at timestamptz NOT NULL DEFAULT now())",
+            )
+            .await?;
+        let mut applied = 0;
+        for m in MIGRATIONS {
+            let checksum = hex::encode(Sha256::digest(m.sql.as_bytes()));
+            let row = client
+                .query_opt("SELECT checksum FROM paystream.schema_migration WHERE version = $1", &[&m.version])
+                .await?;
+            match row {
+                Some(row) if row.get::<_, String>(0) == checksum => continue,
+                Some(_) => return Err(PostgresError::MigrationChanged { version: m.version, name: m.name.into() }),
+                None => {}
+            }
+            let tx = client.transaction().await?;
+            tx.batch_execute(m.sql).await?;
+            tx.execute(
+                "INSERT INTO paystream.schema_migration (version, name, checksum) VALUES ($1, $2, $3)",
+                &[&m.version, &m.name, &checksum],
+            )
+            .await?;
+            tx.commit().await?;
+            tracing::info!(version = m.version, name = m.name, "migration applied");
+            applied += 1;
+        }
+        Ok(applied)
+    }
+    .await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .await?;
+    result
+}

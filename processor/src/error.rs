@@ -1,0 +1,51 @@
+//! Processor errors, each knowing its disposition: retry the batch, dead-letter a message,
+//! or stop the service.
+
+use paystream_common::postgres::{classify, Disposition};
+
+/// A batch could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A statement failed; its SQLSTATE decides the disposition.
+    #[error("database: {}", paystream_common::postgres::describe(.0))]
+    Db(#[from] tokio_postgres::Error),
+    /// No pooled connection in time.
+    #[error("database pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// A journal does not balance: a bug. Nothing was committed.
+    #[error("unbalanced journal {0}: refusing to commit")]
+    Unbalanced(String),
+    /// An event could not be encoded: a bug or a schema problem.
+    #[error("cannot encode event: {0}")]
+    Encode(#[from] paystream_schemas::SchemaError),
+}
+
+impl ApplyError {
+    /// What to do about it.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            Self::Db(e) => classify(e),
+            Self::Pool(_) => Disposition::Retry,
+            Self::Unbalanced(_) | Self::Encode(_) => Disposition::Fatal,
+        }
+    }
+}
+
+/// Why the processor stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    /// Kafka client creation or subscription failed.
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The database pool could not be built.
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] paystream_common::postgres::PostgresError),
+    /// A batch failed in a way retrying cannot fix; an operator must look.
+    #[error("fatal apply error on partition {partition}: {source}")]
+    Fatal {
+        /// The partition whose batch failed.
+        partition: i32,
+        /// The error.
+        source: ApplyError,
+    },
+}

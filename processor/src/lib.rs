@@ -1,0 +1,59 @@
+//! The paystream processor: a Kafka consumer-group member that applies payment commands to
+//! PostgreSQL exactly once.
+//!
+//! Each partition is applied in order, in batches of up to `processor.batch_max` messages
+//! per transaction; partitions run in parallel on a bounded pool. Inside a transaction:
+//! dedupe on the provider's ids, `SELECT ... FOR UPDATE` on the installments, balanced
+//! journals, the installment state, outbox rows, and the partition's stored position. The
+//! effect and the position commit together, so whatever crashes, nothing is applied twice
+//! and nothing is skipped. What cannot be applied becomes a dead letter, never a gap.
+
+pub mod apply;
+mod consumer;
+pub mod error;
+pub mod ledger;
+pub mod outbox;
+pub mod seed;
+mod telemetry;
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use paystream_common::config::Config;
+use paystream_common::telemetry::{spawn_admin, Readiness};
+use paystream_common::{kafka, postgres, Shutdown};
+
+pub use error::{ApplyError, ProcessorError};
+
+/// Runs the processor until `shutdown` or a fatal error.
+pub async fn run(
+    config: Config,
+    admin: TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), ProcessorError> {
+    kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await?;
+    let pool = postgres::pool(&config.postgres)?;
+    let readiness = Readiness::default();
+    spawn_admin(admin, readiness.clone(), shutdown.clone());
+    spawn_readiness_probe(pool.clone(), readiness, shutdown.clone());
+    let result = consumer::consume(&config, pool, shutdown).await;
+    tracing::info!("processor stopped");
+    result
+}
+
+fn spawn_readiness_probe(pool: deadpool_postgres::Pool, readiness: Readiness, shutdown: Shutdown) {
+    tokio::spawn(async move {
+        loop {
+            let ok = match pool.get().await {
+                Ok(client) => client.simple_query("SELECT 1").await.is_ok(),
+                Err(_) => false,
+            };
+            readiness.set(ok);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    });
+}

@@ -1,0 +1,71 @@
+//! Every metric the processor emits, from one place, once per batch.
+
+use std::time::Duration;
+
+use crate::apply::Outcome;
+
+/// A batch committed.
+pub struct BatchApplied<'a> {
+    /// Partition (a bounded label: partitions are few).
+    pub partition: i32,
+    /// Messages in the batch.
+    pub size: usize,
+    /// What it did.
+    pub outcome: &'a Outcome,
+    /// Time in the transaction, retries included.
+    pub elapsed: Duration,
+}
+
+impl BatchApplied<'_> {
+    /// Logs (debug) and records.
+    pub fn emit(&self) {
+        let o = self.outcome;
+        tracing::debug!(
+            partition = self.partition,
+            size = self.size,
+            applied = o.applied,
+            duplicates = o.duplicates,
+            "batch committed"
+        );
+        let count = |outcome: &'static str, n: u64| {
+            if n > 0 {
+                metrics::counter!("paystream_processor_messages_total", "outcome" => outcome)
+                    .increment(n);
+            }
+        };
+        count("applied", o.applied);
+        count("rejected", o.rejected);
+        count("reversed", o.reversed);
+        count("duplicate", o.duplicates);
+        count("dead_lettered", o.dead_lettered);
+        count("skipped", o.skipped);
+        metrics::counter!("paystream_processor_events_written_total").increment(o.events);
+        metrics::histogram!("paystream_processor_batch_size").record(self.size as f64);
+        metrics::histogram!("paystream_processor_batch_duration_seconds")
+            .record(self.elapsed.as_secs_f64());
+    }
+}
+
+/// A batch failed and will be retried.
+pub struct BatchRetried<'a> {
+    /// Partition.
+    pub partition: i32,
+    /// The error.
+    pub error: &'a dyn std::fmt::Display,
+    /// Attempt number (1-based).
+    pub attempt: u32,
+}
+
+impl BatchRetried<'_> {
+    /// Logs (warn) and counts.
+    pub fn emit(&self) {
+        tracing::warn!(partition = self.partition, attempt = self.attempt, error = %self.error, "batch failed; retrying");
+        metrics::counter!("paystream_processor_batch_retries_total").increment(1);
+    }
+}
+
+/// The group rebalanced.
+pub fn rebalance(kind: &'static str, partitions: usize) {
+    tracing::info!(kind, partitions, "consumer group rebalance");
+    metrics::counter!("paystream_processor_rebalances_total", "kind" => kind).increment(1);
+}

@@ -1,0 +1,1 @@
+SELECT pending, oldest_age_seconds FROM paystream.outbox_backlog

@@ -1,0 +1,221 @@
+//! Lane ownership and the drain loop.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use uuid::Uuid;
+
+use paystream_common::config::Config;
+use paystream_common::postgres::{self, classify, Disposition, PostgresError};
+use paystream_common::telemetry::Readiness;
+use paystream_common::{Shutdown, OUTBOX_LANES};
+
+use crate::telemetry;
+
+/// Advisory-lock namespace of outbox lanes (first key of the two-key form).
+const LANE_LOCK_NAMESPACE: i32 = 0x5053_4c4e; // "PSLN"
+
+/// Why draining stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Database error; transient ones are retried with a new connection.
+    #[error("database: {}", postgres::describe(.0))]
+    Db(#[from] tokio_postgres::Error),
+    /// Connecting failed.
+    #[error("connect: {0}")]
+    Connect(#[from] PostgresError),
+    /// The producer could not be created or topics not ensured.
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+impl RelayError {
+    /// Whether a new connection may fix it.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Db(e) => classify(e) == Disposition::Retry,
+            Self::Connect(_) => true,
+            Self::Kafka(_) => false,
+        }
+    }
+}
+
+struct Row {
+    id: i64,
+    topic: String,
+    key: String,
+    event_id: Uuid,
+    event_type: String,
+    payload: Vec<u8>,
+    created_ms: i64,
+}
+
+/// Drains until `shutdown` or a connection error.
+pub async fn drain(
+    config: &Config,
+    producer: &FutureProducer,
+    readiness: &Readiness,
+    shutdown: &Shutdown,
+) -> Result<(), RelayError> {
+    let (notify_tx, mut notify_rx) = tokio::sync::mpsc::channel(1);
+    let mut client = postgres::connect(&config.postgres, Some(notify_tx)).await?;
+    client.batch_execute("LISTEN paystream_outbox").await?;
+    readiness.set(true);
+    let claim = client
+        .prepare(include_str!("../sql/outbox_claim_batch_skip_locked.sql"))
+        .await?;
+    let delete = client
+        .prepare(include_str!("../sql/outbox_delete_published.sql"))
+        .await?;
+    let try_lock = client
+        .prepare(include_str!("../sql/outbox_lane_try_lock.sql"))
+        .await?;
+    let backlog = client
+        .prepare(include_str!("../sql/outbox_backlog_select.sql"))
+        .await?;
+    let batch_max = i64::try_from(config.relay.batch_max).unwrap_or(i64::MAX);
+    let poll = Duration::from_millis(config.relay.poll_interval_ms);
+    let claim_every = Duration::from_millis(config.relay.lane_claim_interval_ms);
+    let timeout = Duration::from_millis(config.kafka.message_timeout_ms);
+
+    let mut owned: BTreeSet<i16> = BTreeSet::new();
+    let mut next_claim = Instant::now();
+    let mut next_backlog = Instant::now();
+    while !shutdown.is_cancelled() {
+        if Instant::now() >= next_claim {
+            for lane in 0..OUTBOX_LANES {
+                if !owned.contains(&lane)
+                    && client
+                        .query_one(&try_lock, &[&LANE_LOCK_NAMESPACE, &i32::from(lane)])
+                        .await?
+                        .get::<_, bool>(0)
+                {
+                    owned.insert(lane);
+                }
+            }
+            telemetry::lanes_owned(owned.len());
+            next_claim = Instant::now() + claim_every;
+        }
+        if Instant::now() >= next_backlog {
+            let row = client.query_one(&backlog, &[]).await?;
+            telemetry::backlog(row.get(0), row.get(1));
+            next_backlog = Instant::now() + Duration::from_secs(5);
+        }
+        let lanes: Vec<i16> = owned.iter().copied().collect();
+        let mut published = 0usize;
+        if !lanes.is_empty() {
+            let started = Instant::now();
+            let tx = client.transaction().await?;
+            let rows: Vec<Row> = tx
+                .query(&claim, &[&lanes, &batch_max])
+                .await?
+                .into_iter()
+                .map(|r| Row {
+                    id: r.get(0),
+                    topic: r.get(1),
+                    key: r.get(2),
+                    event_id: r.get(3),
+                    event_type: r.get(4),
+                    payload: r.get(5),
+                    created_ms: r.get(6),
+                })
+                .collect();
+            if !rows.is_empty() {
+                match publish(producer, &rows, timeout).await {
+                    Ok(max_lag) => {
+                        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+                        tx.execute(&delete, &[&ids]).await?;
+                        tx.commit().await?;
+                        published = rows.len();
+                        telemetry::BatchPublished {
+                            rows: published,
+                            elapsed: started.elapsed(),
+                            max_lag,
+                        }
+                        .emit();
+                    }
+                    Err(error) => {
+                        tx.rollback().await?;
+                        telemetry::batch_failed(&error);
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                tx.rollback().await?;
+            }
+        }
+        // A full batch means more is waiting: go again at once. Otherwise sleep until a
+        // notification, the poll interval, or the next lane claim.
+        if published < config.relay.batch_max {
+            let wait = if owned.len() < OUTBOX_LANES as usize {
+                poll.min(claim_every)
+            } else {
+                poll
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = notify_rx.recv() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Produces every row and waits for every delivery report. Returns the largest delay from
+/// the fact's commit to its ack.
+async fn publish(
+    producer: &FutureProducer,
+    rows: &[Row],
+    timeout: Duration,
+) -> Result<Duration, rdkafka::error::KafkaError> {
+    let sends = rows.iter().map(|row| {
+        let fingerprint = row
+            .payload
+            .get(2..10)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(|b| format!("{:016x}", u64::from_le_bytes(b)))
+            .unwrap_or_default();
+        let event_id = row.event_id.hyphenated().to_string();
+        let headers = OwnedHeaders::new_with_capacity(3)
+            .insert(Header {
+                key: "event_id",
+                value: Some(event_id.as_str()),
+            })
+            .insert(Header {
+                key: "event_type",
+                value: Some(row.event_type.as_str()),
+            })
+            .insert(Header {
+                key: "schema_fingerprint",
+                value: Some(fingerprint.as_str()),
+            });
+        producer.send(
+            FutureRecord::to(&row.topic)
+                .key(&row.key)
+                .payload(&row.payload)
+                .headers(headers)
+                .timestamp(row.created_ms),
+            Timeout::After(timeout),
+        )
+    });
+    let results = futures::future::join_all(sends).await;
+    let acked_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    for result in results {
+        result.map_err(|(error, _)| error)?;
+    }
+    let oldest = rows.iter().map(|r| r.created_ms).min().unwrap_or(acked_ms);
+    Ok(Duration::from_millis(
+        u64::try_from(acked_ms - oldest).unwrap_or(0),
+    ))
+}

@@ -1,0 +1,46 @@
+//! Every metric the relay emits, from one place, once per batch.
+
+use std::time::Duration;
+
+/// A batch was published and deleted.
+pub struct BatchPublished {
+    /// Rows in the batch.
+    pub rows: usize,
+    /// Claim to commit.
+    pub elapsed: Duration,
+    /// Largest commit-to-ack delay in the batch.
+    pub max_lag: Duration,
+}
+
+impl BatchPublished {
+    /// Logs (debug) and records.
+    pub fn emit(&self) {
+        tracing::debug!(
+            rows = self.rows,
+            elapsed_ms = self.elapsed.as_millis() as u64,
+            "outbox batch published"
+        );
+        metrics::counter!("paystream_relay_events_published_total").increment(self.rows as u64);
+        metrics::histogram!("paystream_relay_batch_duration_seconds")
+            .record(self.elapsed.as_secs_f64());
+        metrics::histogram!("paystream_relay_commit_to_ack_seconds")
+            .record(self.max_lag.as_secs_f64());
+    }
+}
+
+/// A batch failed to publish; its rows stay for the next attempt.
+pub fn batch_failed(error: &dyn std::fmt::Display) {
+    tracing::warn!(%error, "outbox batch not published; will retry");
+    metrics::counter!("paystream_relay_batch_failures_total").increment(1);
+}
+
+/// Lanes this relay owns.
+pub fn lanes_owned(n: usize) {
+    metrics::gauge!("paystream_relay_lanes_owned").set(n as f64);
+}
+
+/// The outbox backlog, sampled.
+pub fn backlog(pending: i64, oldest_age_s: f64) {
+    metrics::gauge!("paystream_relay_outbox_pending").set(pending as f64);
+    metrics::gauge!("paystream_relay_outbox_oldest_age_seconds").set(oldest_age_s);
+}

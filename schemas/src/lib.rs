@@ -1,0 +1,12 @@
+//! The paystream wire contract: the Avro schemas in `schemas/avro/` and the Rust types that
+//! match them. Nothing else in the workspace defines a wire type.
+//!
+//! Values travel in Avro single-object encoding: `0xC3 0x01`, the 8-byte little-endian
+//! CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical Form, then the Avro
+//! binary body. Any Avro library decodes them with the `.avsc` files and no registry.
+
+mod codec;
+mod types;
+
+pub use codec::{decode, encode, fingerprint64, Record, SchemaError, WireSchema};
+pub use types::{CommandKind, DeadLetter, EventType, PaymentCommand, PaymentEvent};

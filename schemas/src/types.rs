@@ -1,0 +1,435 @@
+//! The records of the contract. Ids travel as lowercase hyphenated UUID strings, amounts as
+//! Avro decimals of scale 2 with an ISO 4217 currency, times as timestamp-millis.
+
+use std::sync::LazyLock;
+
+use apache_avro::types::Value;
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use crate::codec::{decimal_to_avro, opt_string, Fields, Record, SchemaError, WireSchema};
+
+const AMOUNT_SCALE: u32 = 2;
+
+static PAYMENT_COMMAND: LazyLock<WireSchema> =
+    LazyLock::new(|| WireSchema::parse(include_str!("../avro/PaymentCommand.avsc")));
+static PAYMENT_EVENT: LazyLock<WireSchema> =
+    LazyLock::new(|| WireSchema::parse(include_str!("../avro/PaymentEvent.avsc")));
+static DEAD_LETTER: LazyLock<WireSchema> =
+    LazyLock::new(|| WireSchema::parse(include_str!("../avro/DeadLetter.avsc")));
+
+/// What a payment command asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CommandKind {
+    /// Money received for an installment.
+    Payment,
+    /// The provider returned a payment to the payer.
+    Refund,
+    /// The payer disputed a card payment.
+    Chargeback,
+}
+
+impl CommandKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Payment => "payment",
+            Self::Refund => "refund",
+            Self::Chargeback => "chargeback",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, SchemaError> {
+        match s {
+            "payment" => Ok(Self::Payment),
+            "refund" => Ok(Self::Refund),
+            "chargeback" => Ok(Self::Chargeback),
+            other => Err(SchemaError::Field {
+                field: "kind",
+                problem: format!("unknown kind {other:?}"),
+            }),
+        }
+    }
+}
+
+/// A normalised payment command (topic `paystream.payments.inbound.v1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentCommand {
+    /// The provider's id of the webhook delivery.
+    pub webhook_id: String,
+    /// The configured provider name.
+    pub provider: String,
+    /// Payment, refund or chargeback.
+    pub kind: CommandKind,
+    /// pix, boleto, card or other.
+    pub rail: String,
+    /// The provider's payment id (for reversals, the payment reversed).
+    pub payment_id: String,
+    /// The installment paid, when the provider says it.
+    pub installment_id: Option<Uuid>,
+    /// The amount, positive, at most 2 decimal places.
+    pub amount: Decimal,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// When the provider says it happened (ms since the epoch).
+    pub occurred_at_ms: i64,
+    /// When ingest accepted it (ms since the epoch).
+    pub received_at_ms: i64,
+}
+
+impl PaymentCommand {
+    /// The Kafka key: the installment id, or the payment id when the installment is not known
+    /// at the edge (a dispute), so that all commands of one payment stay on one partition.
+    pub fn key(&self) -> String {
+        match self.installment_id {
+            Some(id) => id.hyphenated().to_string(),
+            None => self.payment_id.clone(),
+        }
+    }
+}
+
+impl Record for PaymentCommand {
+    fn schema() -> &'static WireSchema {
+        &PAYMENT_COMMAND
+    }
+
+    fn to_value(&self) -> Value {
+        Value::Record(vec![
+            ("webhook_id".into(), Value::String(self.webhook_id.clone())),
+            ("provider".into(), Value::String(self.provider.clone())),
+            ("kind".into(), Value::String(self.kind.as_str().into())),
+            ("rail".into(), Value::String(self.rail.clone())),
+            ("payment_id".into(), Value::String(self.payment_id.clone())),
+            (
+                "installment_id".into(),
+                opt_string(
+                    self.installment_id
+                        .map(|u| u.hyphenated().to_string())
+                        .as_deref(),
+                ),
+            ),
+            (
+                "amount".into(),
+                decimal_to_avro(&self.amount, AMOUNT_SCALE).unwrap_or(Value::Null),
+            ),
+            ("currency".into(), Value::String(self.currency.clone())),
+            (
+                "occurred_at".into(),
+                Value::TimestampMillis(self.occurred_at_ms),
+            ),
+            (
+                "received_at".into(),
+                Value::TimestampMillis(self.received_at_ms),
+            ),
+        ])
+    }
+
+    fn from_value(value: Value) -> Result<Self, SchemaError> {
+        let mut f = Fields::new(value)?;
+        Ok(Self {
+            webhook_id: f.string("webhook_id")?,
+            provider: f.string("provider")?,
+            kind: CommandKind::parse(&f.string("kind")?)?,
+            rail: f.string("rail")?,
+            payment_id: f.string("payment_id")?,
+            installment_id: f.opt_uuid("installment_id")?,
+            amount: f.decimal("amount", AMOUNT_SCALE)?,
+            currency: f.string("currency")?,
+            occurred_at_ms: f.millis("occurred_at")?,
+            received_at_ms: f.millis("received_at")?,
+        })
+    }
+}
+
+/// The kinds of fact on `paystream.payments.events.v1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    /// A payment was applied to an installment.
+    PaymentApplied,
+    /// A payment could not be applied (unknown installment, wrong currency, closed contract).
+    PaymentRejected,
+    /// A refund or chargeback reversed a payment.
+    PaymentReversed,
+    /// An installment became fully paid.
+    InstallmentPaid,
+    /// Every installment of a contract is paid.
+    ContractSettled,
+    /// A second payment reached an installment already paid; the money is kept as credit.
+    SuspectedDuplicatePayment,
+}
+
+impl EventType {
+    /// The wire name, also the `event_type` header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PaymentApplied => "PaymentApplied",
+            Self::PaymentRejected => "PaymentRejected",
+            Self::PaymentReversed => "PaymentReversed",
+            Self::InstallmentPaid => "InstallmentPaid",
+            Self::ContractSettled => "ContractSettled",
+            Self::SuspectedDuplicatePayment => "SuspectedDuplicatePayment",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "PaymentApplied" => Self::PaymentApplied,
+            "PaymentRejected" => Self::PaymentRejected,
+            "PaymentReversed" => Self::PaymentReversed,
+            "InstallmentPaid" => Self::InstallmentPaid,
+            "ContractSettled" => Self::ContractSettled,
+            "SuspectedDuplicatePayment" => Self::SuspectedDuplicatePayment,
+            _ => return None,
+        })
+    }
+}
+
+/// A fact (topic `paystream.payments.events.v1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentEvent {
+    /// Unique per fact; consumers dedupe on it.
+    pub event_id: Uuid,
+    /// The kind of fact. Kept as text on the wire so that new kinds stay compatible.
+    pub event_type: EventType,
+    /// When the fact was committed (ms since the epoch).
+    pub occurred_at_ms: i64,
+    /// The aggregate the fact is about; also the record key.
+    pub aggregate_id: Uuid,
+    /// The provider of the payment.
+    pub provider: String,
+    /// The provider's payment id.
+    pub payment_id: String,
+    /// The installment, for payment facts.
+    pub installment_id: Option<Uuid>,
+    /// The contract, when known.
+    pub contract_id: Option<Uuid>,
+    /// The amount of the fact.
+    pub amount: Decimal,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Why, for rejections and suspected duplicates.
+    pub reason: Option<String>,
+}
+
+impl Record for PaymentEvent {
+    fn schema() -> &'static WireSchema {
+        &PAYMENT_EVENT
+    }
+
+    fn to_value(&self) -> Value {
+        Value::Record(vec![
+            (
+                "event_id".into(),
+                Value::String(self.event_id.hyphenated().to_string()),
+            ),
+            (
+                "event_type".into(),
+                Value::String(self.event_type.as_str().into()),
+            ),
+            (
+                "occurred_at".into(),
+                Value::TimestampMillis(self.occurred_at_ms),
+            ),
+            (
+                "aggregate_id".into(),
+                Value::String(self.aggregate_id.hyphenated().to_string()),
+            ),
+            ("provider".into(), Value::String(self.provider.clone())),
+            ("payment_id".into(), Value::String(self.payment_id.clone())),
+            (
+                "installment_id".into(),
+                opt_string(
+                    self.installment_id
+                        .map(|u| u.hyphenated().to_string())
+                        .as_deref(),
+                ),
+            ),
+            (
+                "contract_id".into(),
+                opt_string(
+                    self.contract_id
+                        .map(|u| u.hyphenated().to_string())
+                        .as_deref(),
+                ),
+            ),
+            (
+                "amount".into(),
+                decimal_to_avro(&self.amount, AMOUNT_SCALE).unwrap_or(Value::Null),
+            ),
+            ("currency".into(), Value::String(self.currency.clone())),
+            ("reason".into(), opt_string(self.reason.as_deref())),
+        ])
+    }
+
+    fn from_value(value: Value) -> Result<Self, SchemaError> {
+        let mut f = Fields::new(value)?;
+        let event_type = f.string("event_type")?;
+        Ok(Self {
+            event_id: f.uuid("event_id")?,
+            event_type: EventType::parse(&event_type).ok_or(SchemaError::Field {
+                field: "event_type",
+                problem: format!("unknown event type {event_type:?}"),
+            })?,
+            occurred_at_ms: f.millis("occurred_at")?,
+            aggregate_id: f.uuid("aggregate_id")?,
+            provider: f.string("provider")?,
+            payment_id: f.string("payment_id")?,
+            installment_id: f.opt_uuid("installment_id")?,
+            contract_id: f.opt_uuid("contract_id")?,
+            amount: f.decimal("amount", AMOUNT_SCALE)?,
+            currency: f.string("currency")?,
+            reason: f.opt_string("reason")?,
+        })
+    }
+}
+
+/// A message the processor could not apply (topic `paystream.payments.deadletter.v1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Unique per dead letter.
+    pub event_id: Uuid,
+    /// Where the message came from.
+    pub source_topic: String,
+    /// Its partition.
+    pub source_partition: i32,
+    /// Its offset.
+    pub source_offset: i64,
+    /// Why it was not applied.
+    pub reason: String,
+    /// The original value, byte for byte.
+    pub payload: Vec<u8>,
+    /// When it was dead-lettered (ms since the epoch).
+    pub occurred_at_ms: i64,
+}
+
+impl Record for DeadLetter {
+    fn schema() -> &'static WireSchema {
+        &DEAD_LETTER
+    }
+
+    fn to_value(&self) -> Value {
+        Value::Record(vec![
+            (
+                "event_id".into(),
+                Value::String(self.event_id.hyphenated().to_string()),
+            ),
+            (
+                "source_topic".into(),
+                Value::String(self.source_topic.clone()),
+            ),
+            ("source_partition".into(), Value::Int(self.source_partition)),
+            ("source_offset".into(), Value::Long(self.source_offset)),
+            ("reason".into(), Value::String(self.reason.clone())),
+            ("payload".into(), Value::Bytes(self.payload.clone())),
+            (
+                "occurred_at".into(),
+                Value::TimestampMillis(self.occurred_at_ms),
+            ),
+        ])
+    }
+
+    fn from_value(value: Value) -> Result<Self, SchemaError> {
+        let mut f = Fields::new(value)?;
+        Ok(Self {
+            event_id: f.uuid("event_id")?,
+            source_topic: f.string("source_topic")?,
+            source_partition: f.int("source_partition")?,
+            source_offset: f.long("source_offset")?,
+            reason: f.string("reason")?,
+            payload: f.bytes("payload")?,
+            occurred_at_ms: f.millis("occurred_at")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{decode, encode};
+
+    fn command() -> PaymentCommand {
+        PaymentCommand {
+            webhook_id: "msg_1".into(),
+            provider: "demo-standard".into(),
+            kind: CommandKind::Payment,
+            rail: "pix".into(),
+            payment_id: "pay_1".into(),
+            installment_id: Some(Uuid::from_u128(0x1234)),
+            amount: "123.45".parse().unwrap(),
+            currency: "BRL".into(),
+            occurred_at_ms: 1_700_000_000_000,
+            received_at_ms: 1_700_000_000_123,
+        }
+    }
+
+    /// A command survives encode/decode unchanged and carries the single-object header.
+    #[test]
+    fn command_round_trip() {
+        let bytes = encode(&command()).unwrap();
+        assert_eq!(&bytes[..2], &[0xC3, 0x01]);
+        assert_eq!(
+            &bytes[2..10],
+            &PaymentCommand::schema().fingerprint.to_le_bytes()
+        );
+        assert_eq!(decode::<PaymentCommand>(&bytes).unwrap(), command());
+    }
+
+    /// Events round-trip with and without the optional fields.
+    #[test]
+    fn event_round_trip() {
+        let mut event = PaymentEvent {
+            event_id: Uuid::from_u128(1),
+            event_type: EventType::PaymentRejected,
+            occurred_at_ms: 5,
+            aggregate_id: Uuid::from_u128(2),
+            provider: "p".into(),
+            payment_id: "x".into(),
+            installment_id: None,
+            contract_id: Some(Uuid::from_u128(3)),
+            amount: "-10.00".parse().unwrap(),
+            currency: "BRL".into(),
+            reason: Some("unknown installment".into()),
+        };
+        assert_eq!(
+            decode::<PaymentEvent>(&encode(&event).unwrap()).unwrap(),
+            event
+        );
+        event.reason = None;
+        assert_eq!(
+            decode::<PaymentEvent>(&encode(&event).unwrap()).unwrap(),
+            event
+        );
+    }
+
+    /// Garbage, truncated values and foreign fingerprints are errors, never panics.
+    #[test]
+    fn bad_bytes_are_errors() {
+        assert!(matches!(
+            decode::<PaymentCommand>(b"{\"json\":1}"),
+            Err(SchemaError::NotSingleObject)
+        ));
+        let mut bytes = encode(&command()).unwrap();
+        bytes[3] ^= 0xFF;
+        assert!(matches!(
+            decode::<PaymentCommand>(&bytes),
+            Err(SchemaError::UnknownSchema(_))
+        ));
+        let bytes = encode(&command()).unwrap();
+        for cut in 10..bytes.len() {
+            assert!(
+                decode::<PaymentCommand>(&bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    /// The golden bytes of a command: any change to the schema or encoding shows here.
+    #[test]
+    fn command_golden_bytes() {
+        let bytes = encode(&command()).unwrap();
+        let body = &bytes[10..];
+        // webhook_id "msg_1": zig-zag length 5 -> 0x0a, then the bytes.
+        assert_eq!(&body[..6], b"\x0amsg_1");
+    }
+}
