@@ -426,9 +426,12 @@ impl Stats {
     }
 }
 
+/// Events of this run's payments, by payment id, with when they were read.
+type EventsSeen = Arc<Mutex<HashMap<String, Vec<(EventType, Instant)>>>>;
+
 /// Reads the events topic in the background, keeping this run's events.
 struct Follower {
-    events: Arc<Mutex<HashMap<String, Vec<(EventType, Instant)>>>>,
+    events: EventsSeen,
     stop: Arc<AtomicBool>,
 }
 
@@ -442,7 +445,7 @@ impl Follower {
         consumer.subscribe(&[&config.kafka.events_topic])?;
         let wanted: std::collections::HashSet<String> =
             planned.iter().map(|p| p.payment_id.clone()).collect();
-        let events: Arc<Mutex<HashMap<String, Vec<(EventType, Instant)>>>> = Arc::default();
+        let events: EventsSeen = Arc::default();
         let stop: Arc<AtomicBool> = Arc::default();
         let (ev, st) = (events.clone(), stop.clone());
         tokio::spawn(async move {

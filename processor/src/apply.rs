@@ -10,6 +10,7 @@
 //! 5. apply each command in offset order against the locked state in memory;
 //! 6. write everything with set-based inserts, settle contracts whose installments are all
 //!    paid, advance the position, NOTIFY the relay, commit.
+//!
 //! The effect and the position commit together or not at all.
 
 use std::collections::{BTreeSet, HashMap, HashSet};

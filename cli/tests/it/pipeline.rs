@@ -1,0 +1,177 @@
+//! The skeleton's promises, end to end: a signed webhook becomes one balanced payment and one
+//! Avro event; redeliveries change nothing; forgeries never reach Kafka; poison is kept.
+
+use std::time::Duration;
+
+use apache_avro::types::Value;
+use rust_decimal::Decimal;
+
+use crate::harness::Pipeline;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Decodes a single-object encoded event with nothing but the `.avsc` file and apache-avro,
+/// as a downstream team would: marker, fingerprint of the file's canonical form, body.
+fn decode_with_avsc(bytes: &[u8]) -> Vec<(String, Value)> {
+    let avsc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/avro/PaymentEvent.avsc")).unwrap();
+    let schema = apache_avro::Schema::parse_str(&avsc).unwrap();
+    assert_eq!(&bytes[..2], &[0xC3, 0x01], "single-object marker");
+    let fingerprint = paystream_schemas::fingerprint64(schema.canonical_form().as_bytes());
+    assert_eq!(&bytes[2..10], &fingerprint.to_le_bytes(), "fingerprint of PaymentEvent.avsc");
+    match apache_avro::from_avro_datum(&schema, &mut &bytes[10..], None).unwrap() {
+        Value::Record(fields) => fields,
+        other => panic!("not a record: {other:?}"),
+    }
+}
+
+fn field<'a>(fields: &'a [(String, Value)], name: &str) -> &'a Value {
+    &fields.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("field {name}")).1
+}
+
+/// A signed webhook is accepted (202), applied once with a balanced journal, and comes out of
+/// the events topic as an Avro `PaymentApplied` keyed by installment, with the contract headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn signed_webhook_becomes_balanced_payment_and_avro_event() {
+    let p = Pipeline::start().await;
+    let (installment, due) = p.installments().await[0];
+    let (headers, body) = p.payment("msg_e2e_1", "pay_e2e_1", installment, "40.00");
+    let (status, text) = p.post("demo-standard", &headers, &body).await;
+    assert_eq!(status, 202, "{text}");
+
+    let events = p.read_topic(&p.config.kafka.events_topic, WAIT, |r| !r.is_empty()).await;
+    assert_eq!(events.len(), 1, "one event for one payment");
+    let e = &events[0];
+    assert_eq!(e.key.as_deref(), Some(installment.to_string().as_str()));
+    assert_eq!(e.headers["event_type"], "PaymentApplied");
+    let fields = decode_with_avsc(&e.payload);
+    assert_eq!(field(&fields, "event_type"), &Value::String("PaymentApplied".into()));
+    assert_eq!(field(&fields, "payment_id"), &Value::String("pay_e2e_1".into()));
+    assert_eq!(field(&fields, "event_id"), &Value::String(e.headers["event_id"].clone()));
+    let schema_fp = format!("{:016x}", u64::from_le_bytes(e.payload[2..10].try_into().unwrap()));
+    assert_eq!(e.headers["schema_fingerprint"], schema_fp);
+    let decoded = paystream_schemas::decode::<paystream_schemas::PaymentEvent>(&e.payload).unwrap();
+    assert_eq!(decoded.amount, "40.00".parse::<Decimal>().unwrap());
+
+    let row = p
+        .db
+        .query_one("SELECT status, amount_paid FROM paystream.installments WHERE id = $1", &[&installment])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), if due == "40.00".parse().unwrap() { "paid" } else { "partially_paid" });
+    assert_eq!(row.get::<_, Decimal>(1), "40.00".parse::<Decimal>().unwrap());
+    let unbalanced: i64 = p
+        .db
+        .query_one("SELECT count(*) FROM (SELECT journal_id FROM paystream.posting GROUP BY journal_id HAVING sum(amount) <> 0) j", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unbalanced, 0);
+    let tb = p.db.query_one("SELECT debits, credits FROM paystream.trial_balance WHERE currency = 'BRL'", &[]).await.unwrap();
+    assert_eq!(tb.get::<_, Decimal>(0), tb.get::<_, Decimal>(1));
+    let clearing: Decimal = p
+        .db
+        .query_one("SELECT balance FROM paystream.account_balances WHERE account = 'provider_clearing:demo-standard'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(clearing, "40.00".parse::<Decimal>().unwrap());
+    p.stop().await;
+}
+
+/// The same webhook delivered three times is accepted three times (a provider's retry is
+/// always safe) and gives one payment, one journal and one event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn same_webhook_three_times_is_one_payment_and_one_event() {
+    let p = Pipeline::start().await;
+    let (installment, _) = p.installments().await[1];
+    let (headers, body) = p.payment("msg_dup_1", "pay_dup_1", installment, "10.00");
+    for _ in 0..3 {
+        assert_eq!(p.post("demo-standard", &headers, &body).await.0, 202);
+    }
+    // A second, distinct payment afterwards: when its event is out, the three deliveries
+    // before it on the same partition have all been applied.
+    let (headers, body) = p.payment("msg_dup_2", "pay_dup_2", installment, "1.00");
+    assert_eq!(p.post("demo-standard", &headers, &body).await.0, 202);
+    let events = p
+        .read_topic(&p.config.kafka.events_topic, WAIT, |r| {
+            r.iter().any(|e| paystream_schemas::decode::<paystream_schemas::PaymentEvent>(&e.payload).is_ok_and(|e| e.payment_id == "pay_dup_2"))
+        })
+        .await;
+    let decoded: Vec<_> = events.iter().map(|e| paystream_schemas::decode::<paystream_schemas::PaymentEvent>(&e.payload).unwrap()).collect();
+    assert_eq!(decoded.iter().filter(|e| e.payment_id == "pay_dup_1").count(), 1, "{decoded:?}");
+    let payments: i64 = p
+        .db
+        .query_one("SELECT count(*) FROM paystream.payment WHERE provider_payment_id = 'pay_dup_1'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(payments, 1);
+    let paid: Decimal = p.db.query_one("SELECT amount_paid FROM paystream.installments WHERE id = $1", &[&installment]).await.unwrap().get(0);
+    assert_eq!(paid, "11.00".parse::<Decimal>().unwrap());
+    p.stop().await;
+}
+
+/// A forged signature gets 401 and nothing reaches Kafka; the other refusals of the contract
+/// answer with their status and a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_and_malformed_webhooks_never_reach_kafka() {
+    let p = Pipeline::start().await;
+    let (installment, _) = p.installments().await[2];
+    let (mut headers, body) = p.payment("msg_bad_1", "pay_bad_1", installment, "5.00");
+    let forged = headers.iter().find(|(k, _)| *k == "webhook-signature").unwrap().1.replace("v1,", "v1,AAAA");
+    headers.retain(|(k, _)| *k != "webhook-signature");
+    headers.push(("webhook-signature", forged));
+    let (status, text) = p.post("demo-standard", &headers, &body).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("signature"), "{text}");
+
+    // Signed correctly, but stale: replay protection.
+    let secret = p.config.providers["demo-standard"].secrets[0].expose().to_owned();
+    let stale = paystream_ingest::signature::sign::standard_webhooks(&secret, "msg_bad_2", crate::harness::now_s() - 3600, &body);
+    assert_eq!(p.post("demo-standard", &stale, &body).await.0, 401);
+    // Unknown provider, malformed body (signed), wrong content type.
+    let (h, b) = p.payment("msg_bad_3", "pay_bad_3", installment, "5.00");
+    assert_eq!(p.post("nobody", &h, &b).await.0, 404);
+    let garbage = b"{\"id\":\"x\",\"type\":\"payment.succeeded\"}".to_vec();
+    let signed = paystream_ingest::signature::sign::standard_webhooks(&secret, "msg_bad_4", crate::harness::now_s(), &garbage);
+    let (status, text) = p.post("demo-standard", &signed, &garbage).await;
+    assert_eq!(status, 400, "{text}");
+    let response = p
+        .http
+        .post(format!("http://{}/webhooks/demo-standard", p.ingest))
+        .header("content-type", "text/plain")
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 415);
+    let big = vec![b' '; p.config.ingest.body_limit_bytes + 1];
+    let signed = paystream_ingest::signature::sign::standard_webhooks(&secret, "msg_bad_5", crate::harness::now_s(), &big);
+    assert_eq!(p.post("demo-standard", &signed, &big).await.0, 413);
+
+    let inbound = p.read_topic(&p.config.kafka.inbound_topic, Duration::from_secs(3), |_| false).await;
+    assert!(inbound.is_empty(), "nothing refused may reach Kafka: {inbound:?}");
+    p.stop().await;
+}
+
+/// Undecodable bytes on the inbound topic become a dead-letter row and a dead-letter event
+/// with the original bytes, and the partition moves on to the next message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_message_is_dead_lettered_and_the_partition_moves_on() {
+    let p = Pipeline::start().await;
+    let (installment, _) = p.installments().await[3];
+    let key = installment.to_string();
+    p.produce_raw(&key, b"not avro at all").await;
+    let (headers, body) = p.payment("msg_after_poison", "pay_after_poison", installment, "2.00");
+    assert_eq!(p.post("demo-standard", &headers, &body).await.0, 202);
+    let n = p.wait_count("SELECT count(*) FROM paystream.payment WHERE provider_payment_id = 'pay_after_poison'", 1, WAIT).await;
+    assert_eq!(n, 1, "the message after the poison was applied");
+    let row = p.db.query_one("SELECT reason, payload, source_topic FROM paystream.dead_letters", &[]).await.unwrap();
+    assert!(row.get::<_, String>(0).contains("undecodable"));
+    assert_eq!(row.get::<_, Vec<u8>>(1), b"not avro at all");
+    assert_eq!(row.get::<_, String>(2), p.config.kafka.inbound_topic);
+    let dead = p.read_topic(&p.config.kafka.deadletter_topic, WAIT, |r| !r.is_empty()).await;
+    let letter = paystream_schemas::decode::<paystream_schemas::DeadLetter>(&dead[0].payload).unwrap();
+    assert_eq!(letter.payload, b"not avro at all");
+    p.stop().await;
+}
