@@ -60,7 +60,11 @@ fn edge(c: &mut Criterion) {
     let cases: Vec<(&str, ProviderConfig, Vec<u8>)> = vec![
         (
             "standard-webhooks+paystream",
-            provider(SignatureScheme::StandardWebhooks, PayloadFormat::Paystream, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            provider(
+                SignatureScheme::StandardWebhooks,
+                PayloadFormat::Paystream,
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            ),
             paystream_body(),
         ),
         ("stripe+stripe", provider(SignatureScheme::Stripe, PayloadFormat::Stripe, "whsec_bench"), stripe_body()),
@@ -88,7 +92,11 @@ fn edge(c: &mut Criterion) {
         group.bench_function(format!("{name}/verify+normalise+encode ({} B)", body.len()), |b| {
             b.iter(|| {
                 let verified = verifier.verify(&headers, &body, now).expect("valid signature");
-                let env = Envelope { provider: "bench", webhook_id: verified.webhook_id.as_deref(), received_at_ms: now * 1000 };
+                let env = Envelope {
+                    provider: "bench",
+                    webhook_id: verified.webhook_id.as_deref(),
+                    received_at_ms: now * 1000,
+                };
                 let commands = match normalise(p.format, &body, env).expect("valid payload") {
                     paystream_ingest::payload::Normalised::Commands(c) => c,
                     paystream_ingest::payload::Normalised::Ignored(_) => unreachable!(),
@@ -115,7 +123,11 @@ fn edge(c: &mut Criterion) {
     let mut group = c.benchmark_group("avro");
     group.bench_function("PaymentCommand/encode", |b| b.iter(|| encode(&command).expect("encodes")));
     group.bench_function("PaymentCommand/decode", |b| {
-        b.iter_batched(|| bytes.clone(), |bytes| decode::<PaymentCommand>(&bytes).expect("decodes"), BatchSize::SmallInput)
+        b.iter_batched(
+            || bytes.clone(),
+            |bytes| decode::<PaymentCommand>(&bytes).expect("decodes"),
+            BatchSize::SmallInput,
+        )
     });
     group.finish();
 }

@@ -142,17 +142,8 @@ struct Planned {
 /// Picks open installments and plans `count` payments over them: each installment gets a
 /// share of the payments, and the last of its share pays what is left, so some installments
 /// and contracts are paid in full.
-async fn plan(
-    config: &Config,
-    opts: &Options,
-    format: PayloadFormat,
-) -> Result<Vec<Planned>, LoadgenError> {
-    let (client, conn) = config
-        .postgres
-        .url
-        .parse::<tokio_postgres::Config>()?
-        .connect(tokio_postgres::NoTls)
-        .await?;
+async fn plan(config: &Config, opts: &Options, format: PayloadFormat) -> Result<Vec<Planned>, LoadgenError> {
+    let (client, conn) = config.postgres.url.parse::<tokio_postgres::Config>()?.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
     let limit = i64::try_from(opts.count).unwrap_or(i64::MAX);
     let rows = client
@@ -175,19 +166,10 @@ async fn plan(
         let remaining: Decimal = row.get(1);
         let currency: String = row.get(2);
         let round = i / installments; // 0..per
-        let share = (remaining / Decimal::from(per))
-            .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::ToZero);
+        let share = (remaining / Decimal::from(per)).round_dp_with_strategy(2, rust_decimal::RoundingStrategy::ToZero);
         let paid_before = share * Decimal::from(round);
-        let amount = if round + 1 == per {
-            remaining - paid_before
-        } else {
-            share
-        };
-        let amount = if amount <= Decimal::ZERO {
-            Decimal::new(1, 2)
-        } else {
-            amount
-        };
+        let amount = if round + 1 == per { remaining - paid_before } else { share };
+        let amount = if amount <= Decimal::ZERO { Decimal::new(1, 2) } else { amount };
         let payment_id = format!("pay_{run}_{i}");
         let webhook_id = format!("msg_{run}_{i}");
         let created = time_rfc3339(now_ms());
@@ -201,43 +183,20 @@ async fn plan(
             PayloadFormat::Pix => serde_json::json!({
                 "pix": [{ "endToEndId": payment_id, "txid": id.simple().to_string(), "valor": amount.to_string(), "horario": created }]
             }),
-            PayloadFormat::Stripe => {
-                return Err(LoadgenError::UnsupportedFormat(opts.provider.clone()))
-            }
+            PayloadFormat::Stripe => return Err(LoadgenError::UnsupportedFormat(opts.provider.clone())),
         };
-        planned.push(Planned {
-            body: serde_json::to_vec(&body).unwrap_or_default(),
-            payment_id,
-            webhook_id,
-        });
+        planned.push(Planned { body: serde_json::to_vec(&body).unwrap_or_default(), payment_id, webhook_id });
     }
     Ok(planned)
 }
 
-fn headers_for(
-    p: &ProviderConfig,
-    webhook_id: &str,
-    body: &[u8],
-    bad: bool,
-) -> Vec<(&'static str, String)> {
+fn headers_for(p: &ProviderConfig, webhook_id: &str, body: &[u8], bad: bool) -> Vec<(&'static str, String)> {
     let now = now_ms() / 1000;
-    let secret = p
-        .secrets
-        .first()
-        .map(|s| s.expose().to_owned())
-        .unwrap_or_default();
-    let secret = if bad {
-        format!("{secret}-wrong")
-    } else {
-        secret
-    };
+    let secret = p.secrets.first().map(|s| s.expose().to_owned()).unwrap_or_default();
+    let secret = if bad { format!("{secret}-wrong") } else { secret };
     match p.scheme {
         SignatureScheme::StandardWebhooks => {
-            let key = if bad {
-                "whsec_d3Jvbmcta2V5".to_owned()
-            } else {
-                secret
-            };
+            let key = if bad { "whsec_d3Jvbmcta2V5".to_owned() } else { secret };
             sign::standard_webhooks(&key, webhook_id, now, body)
         }
         SignatureScheme::Stripe => vec![sign::stripe(&secret, now, body)],
@@ -259,27 +218,14 @@ pub async fn run(config: &Config, opts: Options) -> Result<Summary, LoadgenError
         .get(&opts.provider)
         .ok_or_else(|| LoadgenError::UnknownProvider(opts.provider.clone()))?
         .clone();
-    if provider.scheme == SignatureScheme::HmacSha256
-        && provider.signature_header.as_deref() != Some("x-signature")
-    {
+    if provider.scheme == SignatureScheme::HmacSha256 && provider.signature_header.as_deref() != Some("x-signature") {
         return Err(LoadgenError::UnsupportedFormat(opts.provider.clone()));
     }
     let planned = Arc::new(plan(config, &opts, provider.format).await?);
-    let follower = if opts.follow_events {
-        Some(Follower::start(config, &planned).await?)
-    } else {
-        None
-    };
+    let follower = if opts.follow_events { Some(Follower::start(config, &planned).await?) } else { None };
 
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(opts.concurrency)
-        .tcp_nodelay(true)
-        .build()?;
-    let url = format!(
-        "{}/webhooks/{}",
-        opts.target.trim_end_matches('/'),
-        opts.provider
-    );
+    let client = reqwest::Client::builder().pool_max_idle_per_host(opts.concurrency).tcp_nodelay(true).build()?;
+    let url = format!("{}/webhooks/{}", opts.target.trim_end_matches('/'), opts.provider);
     let mut rng = SmallRng::seed_from_u64(opts.seed);
     // The send schedule: each planned payment once, duplicates and bad ones mixed in.
     let mut schedule: Vec<(usize, Kind)> = Vec::with_capacity(planned.len() * 2);
@@ -297,16 +243,10 @@ pub async fn run(config: &Config, opts: Options) -> Result<Summary, LoadgenError
     let first_sent: Arc<Mutex<HashMap<usize, (Instant, bool)>>> =
         Arc::new(Mutex::new(HashMap::with_capacity(planned.len())));
     let permits = Arc::new(Semaphore::new(opts.concurrency.max(1)));
-    let bar = if opts.progress {
-        ProgressBar::new(schedule.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = if opts.progress { ProgressBar::new(schedule.len() as u64) } else { ProgressBar::hidden() };
     bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -336,10 +276,7 @@ pub async fn run(config: &Config, opts: Options) -> Result<Summary, LoadgenError
             let _permit = permit;
             let p = &planned[index];
             let headers = headers_for(&provider, &p.webhook_id, &p.body, kind == Kind::Bad);
-            let mut request = client
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(p.body.clone());
+            let mut request = client.post(&url).header("content-type", "application/json").body(p.body.clone());
             for (k, v) in headers {
                 request = request.header(k, v);
             }
@@ -378,26 +315,20 @@ pub async fn run(config: &Config, opts: Options) -> Result<Summary, LoadgenError
     let mut summary = Summary {
         requests: schedule.len() as u64,
         payments: planned.len() as u64,
-        duplicates_sent: schedule
-            .iter()
-            .filter(|(_, k)| *k == Kind::Duplicate)
-            .count() as u64,
+        duplicates_sent: schedule.iter().filter(|(_, k)| *k == Kind::Duplicate).count() as u64,
         bad_sent: schedule.iter().filter(|(_, k)| *k == Kind::Bad).count() as u64,
         statuses: stats.statuses(),
         transport_errors: stats.transport_errors.load(Ordering::Relaxed),
         elapsed_s: elapsed.as_secs_f64(),
         ..Summary::default()
     };
-    summary.accepted_per_s =
-        summary.statuses.get(&202).copied().unwrap_or(0) as f64 / elapsed.as_secs_f64().max(1e-9);
+    summary.accepted_per_s = summary.statuses.get(&202).copied().unwrap_or(0) as f64 / elapsed.as_secs_f64().max(1e-9);
     if let Ok(h) = http_hist.lock() {
         summary.http_latency = Latency::from(&h);
     }
     if let Some(follower) = follower {
         let sent = first_sent.lock().map(|f| f.clone()).unwrap_or_default();
-        follower
-            .finish(&planned, &sent, opts.events_timeout, &mut summary)
-            .await;
+        follower.finish(&planned, &sent, opts.events_timeout, &mut summary).await;
     }
     Ok(summary)
 }
@@ -443,19 +374,17 @@ impl Follower {
                 .set("enable.auto.commit", "false")
                 .create()?;
         consumer.subscribe(&[&config.kafka.events_topic])?;
-        let wanted: std::collections::HashSet<String> =
-            planned.iter().map(|p| p.payment_id.clone()).collect();
+        let wanted: std::collections::HashSet<String> = planned.iter().map(|p| p.payment_id.clone()).collect();
         let events: EventsSeen = Arc::default();
         let stop: Arc<AtomicBool> = Arc::default();
         let (ev, st) = (events.clone(), stop.clone());
         tokio::spawn(async move {
             let mut seen_ids = std::collections::HashSet::new();
             while !st.load(Ordering::Relaxed) {
-                let m =
-                    match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
-                        Ok(Ok(m)) => m,
-                        _ => continue,
-                    };
+                let m = match tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
+                    Ok(Ok(m)) => m,
+                    _ => continue,
+                };
                 let Some(Ok(event)) = m.payload().map(decode::<PaymentEvent>) else {
                     continue;
                 };
@@ -464,9 +393,7 @@ impl Follower {
                     continue;
                 }
                 if let Ok(mut e) = ev.lock() {
-                    e.entry(event.payment_id)
-                        .or_default()
-                        .push((event.event_type, Instant::now()));
+                    e.entry(event.payment_id).or_default().push((event.event_type, Instant::now()));
                 }
             }
         });
@@ -482,30 +409,16 @@ impl Follower {
         timeout: Duration,
         summary: &mut Summary,
     ) {
-        let accepted: Vec<usize> = sent
-            .iter()
-            .filter(|(_, (_, ok))| *ok)
-            .map(|(i, _)| *i)
-            .collect();
+        let accepted: Vec<usize> = sent.iter().filter(|(_, (_, ok))| *ok).map(|(i, _)| *i).collect();
         let outcome = |types: &[(EventType, Instant)]| {
-            types
-                .iter()
-                .filter(|(t, _)| {
-                    matches!(t, EventType::PaymentApplied | EventType::PaymentRejected)
-                })
-                .count()
+            types.iter().filter(|(t, _)| matches!(t, EventType::PaymentApplied | EventType::PaymentRejected)).count()
         };
         let deadline = Instant::now() + timeout;
         loop {
             let done = self
                 .events
                 .lock()
-                .map(|e| {
-                    accepted.iter().all(|i| {
-                        e.get(&planned[*i].payment_id)
-                            .is_some_and(|v| outcome(v) >= 1)
-                    })
-                })
+                .map(|e| accepted.iter().all(|i| e.get(&planned[*i].payment_id).is_some_and(|v| outcome(v) >= 1)))
                 .unwrap_or(false);
             if done || Instant::now() >= deadline {
                 break;
@@ -527,13 +440,10 @@ impl Follower {
                         _ => summary.payments_doubled += 1,
                     }
                     if let (Some((_, at)), Some((intended, _))) = (
-                        v.iter().find(|(t, _)| {
-                            matches!(t, EventType::PaymentApplied | EventType::PaymentRejected)
-                        }),
+                        v.iter().find(|(t, _)| matches!(t, EventType::PaymentApplied | EventType::PaymentRejected)),
                         sent.get(i),
                     ) {
-                        let _ =
-                            e2e.record(at.saturating_duration_since(*intended).as_micros() as u64);
+                        let _ = e2e.record(at.saturating_duration_since(*intended).as_micros() as u64);
                     }
                 }
                 None => summary.payments_missing_outcome += 1,
@@ -555,10 +465,7 @@ fn new_histogram() -> Histogram<u64> {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn time_rfc3339(ms: i64) -> String {
@@ -575,13 +482,7 @@ fn time_rfc3339(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-        ms.rem_euclid(1000)
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, (rem / 60) % 60, rem % 60, ms.rem_euclid(1000))
 }
 
 #[cfg(test)]

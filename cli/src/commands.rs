@@ -45,11 +45,7 @@ pub enum Command {
     /// Exit 0 when the admin endpoint answers 200 (for container health checks).
     Healthcheck {
         /// Admin address of the service to check.
-        #[arg(
-            long,
-            default_value = "127.0.0.1:9101",
-            env = "PAYSTREAM_HEALTHCHECK_ADDR"
-        )]
+        #[arg(long, default_value = "127.0.0.1:9101", env = "PAYSTREAM_HEALTHCHECK_ADDR")]
         addr: String,
         /// Path to query: /healthz (alive) or /readyz (dependencies answer).
         #[arg(long, default_value = "/healthz")]
@@ -60,18 +56,10 @@ pub enum Command {
 #[derive(clap::Args)]
 pub struct LoadgenArgs {
     /// Ingest base URL.
-    #[arg(
-        long,
-        default_value = "http://127.0.0.1:8080",
-        env = "PAYSTREAM_LOADGEN_TARGET"
-    )]
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "PAYSTREAM_LOADGEN_TARGET")]
     target: String,
     /// Provider to sign as.
-    #[arg(
-        long,
-        default_value = "demo-standard",
-        env = "PAYSTREAM_LOADGEN_PROVIDER"
-    )]
+    #[arg(long, default_value = "demo-standard", env = "PAYSTREAM_LOADGEN_PROVIDER")]
     provider: String,
     /// Distinct payments to send.
     #[arg(long, default_value_t = 1000, env = "PAYSTREAM_LOADGEN_COUNT")]
@@ -142,17 +130,10 @@ pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result
             paystream_common::kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await?;
             println!(
                 "topics ready: {}, {}, {}",
-                config.kafka.inbound_topic,
-                config.kafka.events_topic,
-                config.kafka.deadletter_topic
+                config.kafka.inbound_topic, config.kafka.events_topic, config.kafka.deadletter_topic
             );
         }
-        Command::Seed {
-            customers,
-            contracts,
-            installments,
-            currency,
-        } => {
+        Command::Seed { customers, contracts, installments, currency } => {
             let mut client = postgres::connect(&config.postgres, None).await?;
             let size = paystream_processor::seed::SeedSize {
                 customers,
@@ -196,26 +177,18 @@ async fn loadgen(config: &Config, a: LoadgenArgs) -> anyhow::Result<ExitCode> {
             "  requests sent         {} ({} payments, {} duplicates, {} badly signed)",
             s.requests, s.payments, s.duplicates_sent, s.bad_sent
         );
-        let statuses: Vec<String> = s
-            .statuses
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect();
+        let statuses: Vec<String> = s.statuses.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         println!(
             "  answers               {}{}",
             statuses.join(", "),
-            if s.transport_errors > 0 {
-                format!(", transport errors: {}", s.transport_errors)
-            } else {
-                String::new()
-            }
+            if s.transport_errors > 0 { format!(", transport errors: {}", s.transport_errors) } else { String::new() }
         );
-        println!(
-            "  accepted rate         {:.0} webhooks/s over {:.2} s",
-            s.accepted_per_s, s.elapsed_s
-        );
+        println!("  accepted rate         {:.0} webhooks/s over {:.2} s", s.accepted_per_s, s.elapsed_s);
         let l = &s.http_latency;
-        println!("  HTTP latency          p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms", l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms);
+        println!(
+            "  HTTP latency          p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
+            l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
+        );
         if let Some(l) = &s.e2e_latency {
             let events: Vec<String> = s.events.iter().map(|(k, v)| format!("{k}: {v}")).collect();
             println!("  events consumed       {}", events.join(", "));
@@ -229,13 +202,8 @@ async fn loadgen(config: &Config, a: LoadgenArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let failed =
-        s.e2e_latency.is_some() && (s.payments_missing_outcome > 0 || s.payments_doubled > 0);
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    let failed = s.e2e_latency.is_some() && (s.payments_missing_outcome > 0 || s.payments_doubled > 0);
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn serde_json_string(s: &paystream_benchmarks::loadgen::Summary) -> String {
@@ -251,38 +219,17 @@ async fn report(config: &Config) -> anyhow::Result<()> {
     {
         println!("  payments {:<9}  {:>8}  amount {}", row.get::<_, String>(0), row.get::<_, i64>(1), row.get::<_, String>(2));
     }
-    for row in client
-        .query(
-            "SELECT status, count(*) FROM paystream.installment GROUP BY status ORDER BY status",
-            &[],
-        )
-        .await?
+    for row in
+        client.query("SELECT status, count(*) FROM paystream.installment GROUP BY status ORDER BY status", &[]).await?
     {
-        println!(
-            "  installments {:<15} {:>8}",
-            row.get::<_, String>(0),
-            row.get::<_, i64>(1)
-        );
+        println!("  installments {:<15} {:>8}", row.get::<_, String>(0), row.get::<_, i64>(1));
     }
-    let settled: i64 = client
-        .query_one(
-            "SELECT count(*) FROM paystream.contract WHERE status = 'settled'",
-            &[],
-        )
-        .await?
-        .get(0);
+    let settled: i64 =
+        client.query_one("SELECT count(*) FROM paystream.contract WHERE status = 'settled'", &[]).await?.get(0);
     println!("  contracts settled      {settled:>8}");
-    let dead: i64 = client
-        .query_one("SELECT count(*) FROM paystream.dead_letters", &[])
-        .await?
-        .get(0);
+    let dead: i64 = client.query_one("SELECT count(*) FROM paystream.dead_letters", &[]).await?.get(0);
     println!("  dead letters           {dead:>8}");
-    let backlog = client
-        .query_one(
-            "SELECT pending, oldest_age_seconds FROM paystream.outbox_backlog",
-            &[],
-        )
-        .await?;
+    let backlog = client.query_one("SELECT pending, oldest_age_seconds FROM paystream.outbox_backlog", &[]).await?;
     println!("  outbox pending         {:>8}", backlog.get::<_, i64>(0));
     println!("trial balance");
     for row in client.query("SELECT currency::text, debits::text, credits::text, debits = credits FROM paystream.trial_balance ORDER BY 1", &[]).await? {
@@ -302,14 +249,10 @@ async fn report(config: &Config) -> anyhow::Result<()> {
 async fn healthcheck(addr: &str, path: &str) -> ExitCode {
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream
-            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
         let mut head = vec![0u8; 64];
         let n = stream.read(&mut head).await?;
-        Ok::<bool, std::io::Error>(
-            head[..n].starts_with(b"HTTP/1.1 200") || head[..n].starts_with(b"HTTP/1.0 200"),
-        )
+        Ok::<bool, std::io::Error>(head[..n].starts_with(b"HTTP/1.1 200") || head[..n].starts_with(b"HTTP/1.0 200"))
     };
     match tokio::time::timeout(Duration::from_secs(3), attempt).await {
         Ok(Ok(true)) => ExitCode::SUCCESS,

@@ -109,13 +109,7 @@ impl fmt::Debug for PostgresConfig {
         // tokio-postgres redacts the password in its own Debug output.
         let parsed = self.url.parse::<tokio_postgres::Config>();
         f.debug_struct("PostgresConfig")
-            .field(
-                "url",
-                &parsed
-                    .as_ref()
-                    .map(|_| "[parsed]")
-                    .unwrap_or("[unparseable]"),
-            )
+            .field("url", &parsed.as_ref().map(|_| "[parsed]").unwrap_or("[unparseable]"))
             .field("connection", &parsed.ok())
             .field("pool_size", &self.pool_size)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
@@ -229,11 +223,7 @@ impl Config {
         }
         // Only nested keys (`PAYSTREAM_SECTION__FIELD`) are configuration; flat ones such as
         // `PAYSTREAM_CONFIG` belong to the command line.
-        figment = figment.merge(
-            Env::prefixed("PAYSTREAM_")
-                .split("__")
-                .filter(|key| key.as_str().contains('.')),
-        );
+        figment = figment.merge(Env::prefixed("PAYSTREAM_").split("__").filter(|key| key.as_str().contains('.')));
         let config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
@@ -247,95 +237,52 @@ impl Config {
                 problems.push(what.to_owned());
             }
         };
-        check(
-            !self.kafka.brokers.trim().is_empty(),
-            "kafka.brokers is empty",
-        );
-        check(
-            self.kafka.partitions >= 1,
-            "kafka.partitions must be at least 1",
-        );
-        check(
-            self.kafka.replication_factor >= 1,
-            "kafka.replication_factor must be at least 1",
-        );
-        check(
-            self.kafka.message_timeout_ms >= 1000,
-            "kafka.message_timeout_ms must be at least 1000",
-        );
+        check(!self.kafka.brokers.trim().is_empty(), "kafka.brokers is empty");
+        check(self.kafka.partitions >= 1, "kafka.partitions must be at least 1");
+        check(self.kafka.replication_factor >= 1, "kafka.replication_factor must be at least 1");
+        check(self.kafka.message_timeout_ms >= 1000, "kafka.message_timeout_ms must be at least 1000");
         check(
             self.postgres.url.parse::<tokio_postgres::Config>().is_ok(),
             "postgres.url is not a valid PostgreSQL URL",
         );
-        check(
-            (1..=1000).contains(&self.postgres.pool_size),
-            "postgres.pool_size must be 1..=1000",
-        );
+        check((1..=1000).contains(&self.postgres.pool_size), "postgres.pool_size must be 1..=1000");
         check(
             (1024..=64 * 1024 * 1024).contains(&self.ingest.body_limit_bytes),
             "ingest.body_limit_bytes must be 1 KiB..=64 MiB",
         );
-        check(
-            self.ingest.timestamp_tolerance_s >= 1,
-            "ingest.timestamp_tolerance_s must be at least 1",
-        );
-        check(
-            self.ingest.produce_timeout_ms >= 100,
-            "ingest.produce_timeout_ms must be at least 100",
-        );
-        check(
-            (1..=100_000).contains(&self.ingest.max_in_flight),
-            "ingest.max_in_flight must be 1..=100000",
-        );
-        check(
-            !self.processor.group_id.is_empty(),
-            "processor.group_id is empty",
-        );
-        check(
-            (1..=10_000).contains(&self.processor.batch_max),
-            "processor.batch_max must be 1..=10000",
-        );
+        check(self.ingest.timestamp_tolerance_s >= 1, "ingest.timestamp_tolerance_s must be at least 1");
+        check(self.ingest.produce_timeout_ms >= 100, "ingest.produce_timeout_ms must be at least 100");
+        check((1..=100_000).contains(&self.ingest.max_in_flight), "ingest.max_in_flight must be 1..=100000");
+        check(!self.processor.group_id.is_empty(), "processor.group_id is empty");
+        check((1..=10_000).contains(&self.processor.batch_max), "processor.batch_max must be 1..=10000");
         check(
             (1..=1_000_000).contains(&self.processor.partition_queue),
             "processor.partition_queue must be 1..=1000000",
         );
-        check(
-            (1..=100_000).contains(&self.relay.batch_max),
-            "relay.batch_max must be 1..=100000",
-        );
-        check(
-            self.relay.poll_interval_ms >= 1,
-            "relay.poll_interval_ms must be at least 1",
-        );
+        check((1..=100_000).contains(&self.relay.batch_max), "relay.batch_max must be 1..=100000");
+        check(self.relay.poll_interval_ms >= 1, "relay.poll_interval_ms must be at least 1");
         for (name, provider) in &self.providers {
             let valid_name = !name.is_empty()
                 && name.len() <= 64
-                && name.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
-                });
+                && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
             if !valid_name {
                 problems.push(format!("providers.{name}: name must be 1-64 of [a-z0-9_-]"));
             }
             if provider.secrets.is_empty() {
-                problems.push(format!(
-                    "providers.{name}.secrets: at least one secret is required"
-                ));
+                problems.push(format!("providers.{name}.secrets: at least one secret is required"));
             }
             if provider.rate_per_second == 0 || provider.burst == 0 {
-                problems.push(format!(
-                    "providers.{name}: rate_per_second and burst must be positive"
-                ));
+                problems.push(format!("providers.{name}: rate_per_second and burst must be positive"));
             }
-            if provider.scheme == SignatureScheme::HmacSha256 && provider.signature_header.is_none()
-            {
-                problems.push(format!(
-                    "providers.{name}.signature_header is required for hmac-sha256"
-                ));
+            if provider.scheme == SignatureScheme::HmacSha256 && provider.signature_header.is_none() {
+                problems.push(format!("providers.{name}.signature_header is required for hmac-sha256"));
             }
             if provider.scheme == SignatureScheme::StandardWebhooks {
                 for (i, secret) in provider.secrets.iter().enumerate() {
                     if !secret.expose().starts_with("whsec_") {
-                        problems.push(format!("providers.{name}.secrets[{i}]: standard-webhooks secrets start with whsec_"));
+                        problems.push(format!(
+                            "providers.{name}.secrets[{i}]: standard-webhooks secrets start with whsec_"
+                        ));
                     }
                 }
             }

@@ -63,29 +63,17 @@ pub fn consumer_config(kafka: &KafkaConfig, group_id: &str, client_id: &str) -> 
 
 /// An admin client for topic management.
 pub fn admin_client(kafka: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .create()
+    ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create()
 }
 
 /// Creates the product's topics if they do not exist, through the Kafka admin API. Retries
 /// for up to `wait` while the broker is not yet answering.
 pub async fn ensure_topics(kafka: &KafkaConfig, wait: Duration) -> Result<(), KafkaError> {
     let admin = admin_client(kafka)?;
-    let names = [
-        &kafka.inbound_topic,
-        &kafka.events_topic,
-        &kafka.deadletter_topic,
-    ];
+    let names = [&kafka.inbound_topic, &kafka.events_topic, &kafka.deadletter_topic];
     let topics: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|name| {
-            NewTopic::new(
-                name,
-                kafka.partitions,
-                TopicReplication::Fixed(kafka.replication_factor),
-            )
-        })
+        .map(|name| NewTopic::new(name, kafka.partitions, TopicReplication::Fixed(kafka.replication_factor)))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let deadline = tokio::time::Instant::now() + wait;

@@ -39,16 +39,15 @@ pub async fn cancel_on_signal(shutdown: Shutdown) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot listen for SIGTERM; Ctrl-C only");
-                    let _ = ctrl_c.await;
-                    shutdown.cancel();
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; Ctrl-C only");
+                let _ = ctrl_c.await;
+                shutdown.cancel();
+                return;
+            }
+        };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -76,9 +75,6 @@ mod tests {
             assert!((0..OUTBOX_LANES).contains(&lane));
         }
         // FNV-1a of the empty string is the offset basis.
-        assert_eq!(
-            outbox_lane(""),
-            (0x811c_9dc5_u32 % OUTBOX_LANES as u32) as i16
-        );
+        assert_eq!(outbox_lane(""), (0x811c_9dc5_u32 % OUTBOX_LANES as u32) as i16);
     }
 }

@@ -97,20 +97,11 @@ pub fn classify(error: &tokio_postgres::Error) -> Disposition {
 pub fn pool(config: &PostgresConfig) -> Result<Pool, PostgresError> {
     let mut pg: tokio_postgres::Config = config.url.parse().map_err(PostgresError::Url)?;
     pg.connect_timeout(Duration::from_millis(config.connect_timeout_ms));
-    pg.options(format!(
-        "-c statement_timeout={}",
-        config.statement_timeout_ms
-    ));
+    pg.options(format!("-c statement_timeout={}", config.statement_timeout_ms));
     if pg.get_application_name().is_none() {
         pg.application_name("paystream");
     }
-    let manager = Manager::from_config(
-        pg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
         .max_size(config.pool_size)
         .wait_timeout(Some(Duration::from_millis(config.pool_wait_timeout_ms)))
@@ -128,10 +119,7 @@ pub async fn connect(
 ) -> Result<tokio_postgres::Client, PostgresError> {
     let mut pg: tokio_postgres::Config = config.url.parse().map_err(PostgresError::Url)?;
     pg.connect_timeout(Duration::from_millis(config.connect_timeout_ms));
-    pg.options(format!(
-        "-c statement_timeout={}",
-        config.statement_timeout_ms
-    ));
+    pg.options(format!("-c statement_timeout={}", config.statement_timeout_ms));
     let (client, mut connection) = pg.connect(NoTls).await?;
     tokio::spawn(async move {
         loop {
@@ -166,11 +154,8 @@ pub struct Migration {
 }
 
 /// Every migration of `migrations/`, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "core",
-    sql: include_str!("../../migrations/V0001__core.sql"),
-}];
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "core", sql: include_str!("../../migrations/V0001__core.sql") }];
 
 /// A digest of the migrations, used to name migrated test templates.
 pub fn migrations_digest() -> String {
@@ -189,9 +174,7 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<usize, Postg
     use sha2::{Digest, Sha256};
     // The key is arbitrary but fixed: it names "paystream migrations" among advisory locks.
     const LOCK_KEY: i64 = 0x7061_7973_7472_6d31;
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
-        .await?;
+    client.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY]).await?;
     let result = async {
         client
             .batch_execute(
@@ -228,8 +211,6 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<usize, Postg
         Ok(applied)
     }
     .await;
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
-        .await?;
+    client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await?;
     result
 }

@@ -20,9 +20,7 @@ use crate::Shutdown;
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     // An error only means a subscriber is already installed (tests start several services).
     let _ = builder.try_init();
 }
@@ -34,10 +32,7 @@ pub fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets(&[
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0,
-                ])
+                .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
                 .map(|b| b.build_recorder())
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
@@ -78,20 +73,10 @@ pub async fn bind_admin(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Serves `/metrics`, `/healthz`, `/readyz` until `shutdown`.
-pub async fn serve_admin(
-    listener: TcpListener,
-    readiness: Readiness,
-    shutdown: Shutdown,
-) -> std::io::Result<()> {
-    let state = AdminState {
-        handle: metrics_handle(),
-        readiness,
-    };
+pub async fn serve_admin(listener: TcpListener, readiness: Readiness, shutdown: Shutdown) -> std::io::Result<()> {
+    let state = AdminState { handle: metrics_handle(), readiness };
     let app = Router::new()
-        .route(
-            "/metrics",
-            get(|State(s): State<AdminState>| async move { s.handle.render() }),
-        )
+        .route("/metrics", get(|State(s): State<AdminState>| async move { s.handle.render() }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
@@ -104,17 +89,11 @@ pub async fn serve_admin(
             }),
         )
         .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
 /// Spawns the admin listener in the background; errors are logged where they happen.
-pub fn spawn_admin(
-    listener: TcpListener,
-    readiness: Readiness,
-    shutdown: Shutdown,
-) -> tokio::task::JoinHandle<()> {
+pub fn spawn_admin(listener: TcpListener, readiness: Readiness, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if let Err(error) = serve_admin(listener, readiness, shutdown).await {
             tracing::error!(%error, "admin listener failed; /metrics and health checks are down");

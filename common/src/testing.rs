@@ -37,45 +37,25 @@ pub async fn create_database(base_url: &str, tag: &str) -> String {
     let mut admin: tokio_postgres::Config = base_url.parse().expect("postgres url");
     admin.dbname("postgres");
     admin.connect_timeout(Duration::from_secs(10));
-    let (client, connection) = admin
-        .connect(NoTls)
-        .await
-        .expect("connect to the local PostgreSQL (scripts/stack up)");
+    let (client, connection) = admin.connect(NoTls).await.expect("connect to the local PostgreSQL (scripts/stack up)");
     tokio::spawn(connection);
     let template = format!("paystream_tpl_{}", crate::postgres::migrations_digest());
-    client
-        .execute("SELECT pg_advisory_lock(4242)", &[])
-        .await
-        .expect("lock");
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&template])
-        .await
-        .expect("query")
-        .is_some();
+    client.execute("SELECT pg_advisory_lock(4242)", &[]).await.expect("lock");
+    let exists =
+        client.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&template]).await.expect("query").is_some();
     if !exists {
-        client
-            .batch_execute(&format!("CREATE DATABASE {template}"))
-            .await
-            .expect("create template");
+        client.batch_execute(&format!("CREATE DATABASE {template}")).await.expect("create template");
         let mut tpl = admin.clone();
         tpl.dbname(&template);
         let (mut tpl_client, tpl_conn) = tpl.connect(NoTls).await.expect("connect template");
         let driver = tokio::spawn(tpl_conn);
-        crate::postgres::migrate(&mut tpl_client)
-            .await
-            .expect("migrate template");
+        crate::postgres::migrate(&mut tpl_client).await.expect("migrate template");
         drop(tpl_client);
         let _ = driver.await;
     }
     let name = format!("test_{tag}");
-    client
-        .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
-        .await
-        .expect("create test database");
-    client
-        .execute("SELECT pg_advisory_unlock(4242)", &[])
-        .await
-        .expect("unlock");
+    client.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}")).await.expect("create test database");
+    client.execute("SELECT pg_advisory_unlock(4242)", &[]).await.expect("unlock");
     let mut url: tokio_postgres::Config = base_url.parse().expect("postgres url");
     url.dbname(&name);
     // Rebuild a URL from the parts the local stack uses.
@@ -86,10 +66,7 @@ pub async fn create_database(base_url: &str, tag: &str) -> String {
     let port = url.get_ports().first().copied().unwrap_or(5432);
     let user = url.get_user().unwrap_or("postgres");
     match url.get_password() {
-        Some(p) => format!(
-            "postgres://{user}:{}@{host}:{port}/{name}",
-            String::from_utf8_lossy(p)
-        ),
+        Some(p) => format!("postgres://{user}:{}@{host}:{port}/{name}", String::from_utf8_lossy(p)),
         None => format!("postgres://{user}@{host}:{port}/{name}"),
     }
 }

@@ -76,28 +76,14 @@ pub async fn run(
         }) {
             tracing::warn!(provider = %name, "provider uses a development-only secret; never expose this listener");
         }
-        providers.insert(
-            name.clone(),
-            Provider {
-                name: name.clone(),
-                verifier,
-                format: p.format,
-                limiter,
-            },
-        );
+        providers.insert(name.clone(), Provider { name: name.clone(), verifier, format: p.format, limiter });
     }
     kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await?;
-    let producer: FutureProducer =
-        kafka::producer_config(&config.kafka, "paystream-ingest").create()?;
+    let producer: FutureProducer = kafka::producer_config(&config.kafka, "paystream-ingest").create()?;
 
     let readiness = Readiness::default();
     spawn_admin(admin, readiness.clone(), shutdown.clone());
-    spawn_readiness_probe(
-        producer.clone(),
-        config.kafka.inbound_topic.clone(),
-        readiness,
-        shutdown.clone(),
-    );
+    spawn_readiness_probe(producer.clone(), config.kafka.inbound_topic.clone(), readiness, shutdown.clone());
 
     let app = Arc::new(App {
         providers,
@@ -112,31 +98,20 @@ pub async fn run(
         .layer(DefaultBodyLimit::max(config.ingest.body_limit_bytes))
         .with_state(app);
     tracing::info!(addr = %listener.local_addr()?, topic = %config.kafka.inbound_topic, "ingest listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
     // Every 202 already waited for its ack; this only drains what answered 503 meanwhile.
-    let _ =
-        tokio::task::spawn_blocking(move || producer.flush(Timeout::After(Duration::from_secs(5))))
-            .await;
+    let _ = tokio::task::spawn_blocking(move || producer.flush(Timeout::After(Duration::from_secs(5)))).await;
     tracing::info!("ingest stopped");
     Ok(())
 }
 
-fn spawn_readiness_probe(
-    producer: FutureProducer,
-    topic: String,
-    readiness: Readiness,
-    shutdown: Shutdown,
-) {
+fn spawn_readiness_probe(producer: FutureProducer, topic: String, readiness: Readiness, shutdown: Shutdown) {
     tokio::spawn(async move {
         loop {
             let p = producer.clone();
             let t = topic.clone();
             let ok = tokio::task::spawn_blocking(move || {
-                p.client()
-                    .fetch_metadata(Some(&t), Duration::from_secs(2))
-                    .is_ok()
+                p.client().fetch_metadata(Some(&t), Duration::from_secs(2)).is_ok()
             })
             .await
             .unwrap_or(false);
@@ -150,10 +125,7 @@ fn spawn_readiness_probe(
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 struct InFlight;
@@ -177,10 +149,7 @@ async fn webhook(
 ) -> Response {
     let started = Instant::now();
     let _in_flight = InFlight::new();
-    let label = app
-        .providers
-        .get(&provider)
-        .map_or("unknown", |p| p.name.as_str());
+    let label = app.providers.get(&provider).map_or("unknown", |p| p.name.as_str());
     let (result, commands) = match app.permits.acquire().await {
         Ok(_permit) => match accept(&app, &provider, &headers, body).await {
             Ok(Accepted::Produced(n)) => (Ok(Accepted::Produced(n)), n),
@@ -194,19 +163,9 @@ async fn webhook(
         Err(e) => e.outcome(),
     };
     if let Err(IngestError::Signature(e)) = &result {
-        telemetry::SignatureRefused {
-            provider: label,
-            reason: e.label(),
-        }
-        .emit();
+        telemetry::SignatureRefused { provider: label, reason: e.label() }.emit();
     }
-    telemetry::RequestCompleted {
-        provider: label,
-        outcome,
-        commands,
-        elapsed: started.elapsed(),
-    }
-    .emit();
+    telemetry::RequestCompleted { provider: label, outcome, commands, elapsed: started.elapsed() }.emit();
     match result {
         Ok(Accepted::Produced(n)) => {
             (StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "status": "accepted", "commands": n }))).into_response()
@@ -231,26 +190,15 @@ async fn accept(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Accepted, IngestError> {
-    let p = app
-        .providers
-        .get(provider)
-        .ok_or(IngestError::UnknownProvider)?;
+    let p = app.providers.get(provider).ok_or(IngestError::UnknownProvider)?;
     if let Err(not_until) = p.limiter.check() {
-        let wait = not_until.wait_time_from(governor::clock::Clock::now(
-            &governor::clock::DefaultClock::default(),
-        ));
-        return Err(IngestError::RateLimited {
-            retry_after_s: wait.as_secs() + 1,
-        });
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+        return Err(IngestError::RateLimited { retry_after_s: wait.as_secs() + 1 });
     }
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/json")
-        });
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
     if !json {
         return Err(IngestError::UnsupportedMediaType);
     }
@@ -263,11 +211,7 @@ async fn accept(
     })?;
     let received_at_ms = now_ms();
     let verified = p.verifier.verify(headers, &body, received_at_ms / 1000)?;
-    let envelope = Envelope {
-        provider: &p.name,
-        webhook_id: verified.webhook_id.as_deref(),
-        received_at_ms,
-    };
+    let envelope = Envelope { provider: &p.name, webhook_id: verified.webhook_id.as_deref(), received_at_ms };
     let commands = match payload::normalise(p.format, &body, envelope)? {
         Normalised::Ignored(event_type) => return Ok(Accepted::Ignored(event_type)),
         Normalised::Commands(commands) => commands,
@@ -284,18 +228,11 @@ async fn accept(
     // queued together and acknowledged in one round trip.
     let sent = Instant::now();
     let sends = encoded.iter().map(|(key, bytes)| {
-        app.producer.send(
-            FutureRecord::to(&app.topic).key(key).payload(bytes),
-            Timeout::After(app.produce_timeout),
-        )
+        app.producer.send(FutureRecord::to(&app.topic).key(key).payload(bytes), Timeout::After(app.produce_timeout))
     });
     let results = tokio::time::timeout(app.produce_timeout, futures::future::join_all(sends)).await;
     let ok = matches!(&results, Ok(r) if r.iter().all(Result::is_ok));
-    telemetry::Produced {
-        elapsed: sent.elapsed(),
-        ok,
-    }
-    .emit();
+    telemetry::Produced { elapsed: sent.elapsed(), ok }.emit();
     if !ok {
         if let Ok(results) = &results {
             if let Some(Err((error, _))) = results.iter().find(|r| r.is_err()) {

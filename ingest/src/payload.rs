@@ -28,10 +28,7 @@ pub struct PayloadError {
 }
 
 fn bad(field: impl Into<String>, problem: impl Into<String>) -> PayloadError {
-    PayloadError {
-        field: field.into(),
-        problem: problem.into(),
-    }
+    PayloadError { field: field.into(), problem: problem.into() }
 }
 
 /// What a webhook amounts to.
@@ -55,11 +52,7 @@ pub struct Envelope<'a> {
 }
 
 /// Normalises `body` of the given format.
-pub fn normalise(
-    format: PayloadFormat,
-    body: &[u8],
-    envelope: Envelope<'_>,
-) -> Result<Normalised, PayloadError> {
+pub fn normalise(format: PayloadFormat, body: &[u8], envelope: Envelope<'_>) -> Result<Normalised, PayloadError> {
     match format {
         PayloadFormat::Paystream => paystream(body, envelope),
         PayloadFormat::Stripe => stripe(body, envelope),
@@ -76,10 +69,7 @@ fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, PayloadError>
 
 fn check_id(field: &str, id: &str) -> Result<(), PayloadError> {
     if id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(|c| c.is_control()) {
-        return Err(bad(
-            field,
-            format!("must be 1-{MAX_ID_LEN} printable characters"),
-        ));
+        return Err(bad(field, format!("must be 1-{MAX_ID_LEN} printable characters")));
     }
     Ok(())
 }
@@ -112,8 +102,7 @@ fn parse_uuid(field: &str, text: &str) -> Result<Uuid, PayloadError> {
 }
 
 fn parse_time(field: &str, text: &str) -> Result<i64, PayloadError> {
-    let t = OffsetDateTime::parse(text, &Rfc3339)
-        .map_err(|_| bad(field, "must be an RFC 3339 time"))?;
+    let t = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| bad(field, "must be an RFC 3339 time"))?;
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).map_err(|_| bad(field, "out of range"))
 }
 
@@ -148,11 +137,7 @@ fn paystream(body: &[u8], env: Envelope<'_>) -> Result<Normalised, PayloadError>
     };
     check_id("id", &b.id)?;
     check_id("data.payment_id", &b.data.payment_id)?;
-    let amount: Decimal = b
-        .data
-        .amount
-        .parse()
-        .map_err(|_| bad("data.amount", "must be a decimal string"))?;
+    let amount: Decimal = b.data.amount.parse().map_err(|_| bad("data.amount", "must be a decimal string"))?;
     let rail = match b.data.rail.as_deref() {
         None => "other",
         Some(r @ ("pix" | "boleto" | "card" | "other")) => r,
@@ -203,8 +188,8 @@ struct StripeObject {
 /// Currencies whose minor unit is not 1/100 (Stripe's zero- and three-decimal lists). Their
 /// amounts cannot be represented at scale 2 without a conversion paystream does not guess.
 const NON_CENTESIMAL: &[&str] = &[
-    "BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV",
-    "XAF", "XOF", "XPF", "BHD", "JOD", "KWD", "OMR", "TND",
+    "BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA", "PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF",
+    "BHD", "JOD", "KWD", "OMR", "TND",
 ];
 
 fn stripe(body: &[u8], env: Envelope<'_>) -> Result<Normalised, PayloadError> {
@@ -213,27 +198,18 @@ fn stripe(body: &[u8], env: Envelope<'_>) -> Result<Normalised, PayloadError> {
     let (kind, payment_id, minor) = match e.kind.as_str() {
         "payment_intent.succeeded" => (
             CommandKind::Payment,
-            o.id.clone()
-                .ok_or_else(|| bad("data.object.id", "missing"))?,
-            o.amount_received
-                .or(o.amount)
-                .ok_or_else(|| bad("data.object.amount_received", "missing"))?,
+            o.id.clone().ok_or_else(|| bad("data.object.id", "missing"))?,
+            o.amount_received.or(o.amount).ok_or_else(|| bad("data.object.amount_received", "missing"))?,
         ),
         "charge.refunded" => (
             CommandKind::Refund,
-            o.payment_intent
-                .clone()
-                .ok_or_else(|| bad("data.object.payment_intent", "missing"))?,
-            o.amount_refunded
-                .ok_or_else(|| bad("data.object.amount_refunded", "missing"))?,
+            o.payment_intent.clone().ok_or_else(|| bad("data.object.payment_intent", "missing"))?,
+            o.amount_refunded.ok_or_else(|| bad("data.object.amount_refunded", "missing"))?,
         ),
         "charge.dispute.created" => (
             CommandKind::Chargeback,
-            o.payment_intent
-                .clone()
-                .ok_or_else(|| bad("data.object.payment_intent", "missing"))?,
-            o.amount
-                .ok_or_else(|| bad("data.object.amount", "missing"))?,
+            o.payment_intent.clone().ok_or_else(|| bad("data.object.payment_intent", "missing"))?,
+            o.amount.ok_or_else(|| bad("data.object.amount", "missing"))?,
         ),
         other => return Ok(Normalised::Ignored(other.chars().take(64).collect())),
     };
@@ -241,10 +217,7 @@ fn stripe(body: &[u8], env: Envelope<'_>) -> Result<Normalised, PayloadError> {
     check_id("data.object.payment_intent", &payment_id)?;
     let currency = check_currency("data.object.currency", o.currency.as_deref().unwrap_or(""))?;
     if NON_CENTESIMAL.contains(&currency.as_str()) {
-        return Err(bad(
-            "data.object.currency",
-            "only currencies with 2 decimal places are supported",
-        ));
+        return Err(bad("data.object.currency", "only currencies with 2 decimal places are supported"));
     }
     // A dispute carries no installment of its own: the processor resolves it from the payment.
     let installment_id = match o.metadata.get("installment_id") {
@@ -312,24 +285,15 @@ fn pix(body: &[u8], env: Envelope<'_>) -> Result<Normalised, PayloadError> {
         return Err(bad("pix", "must hold at least one payment"));
     }
     if b.pix.len() > MAX_PIX_ENTRIES {
-        return Err(bad(
-            "pix",
-            format!("at most {MAX_PIX_ENTRIES} payments per webhook"),
-        ));
+        return Err(bad("pix", format!("at most {MAX_PIX_ENTRIES} payments per webhook")));
     }
     let mut commands = Vec::with_capacity(b.pix.len());
     for (i, entry) in b.pix.into_iter().enumerate() {
         let field = |name: &str| format!("pix[{i}].{name}");
         check_id(&field("endToEndId"), &entry.end_to_end_id)?;
-        let txid = entry
-            .txid
-            .as_deref()
-            .ok_or_else(|| bad(field("txid"), "missing"))?;
+        let txid = entry.txid.as_deref().ok_or_else(|| bad(field("txid"), "missing"))?;
         let installment = installment_from_txid(&field("txid"), txid)?;
-        let valor: Decimal = entry
-            .valor
-            .parse()
-            .map_err(|_| bad(field("valor"), "must be a decimal string"))?;
+        let valor: Decimal = entry.valor.parse().map_err(|_| bad(field("valor"), "must be a decimal string"))?;
         let occurred = parse_time(&field("horario"), &entry.horario)?;
         commands.push(PaymentCommand {
             webhook_id: entry.end_to_end_id.clone(),
@@ -346,14 +310,8 @@ fn pix(body: &[u8], env: Envelope<'_>) -> Result<Normalised, PayloadError> {
         for (j, dev) in entry.devolucoes.into_iter().enumerate() {
             let dfield = |name: &str| format!("pix[{i}].devolucoes[{j}].{name}");
             check_id(&dfield("id"), &dev.id)?;
-            let valor: Decimal = dev
-                .valor
-                .parse()
-                .map_err(|_| bad(dfield("valor"), "must be a decimal string"))?;
-            let when = dev
-                .horario
-                .as_ref()
-                .and_then(|h| h.liquidacao.as_deref().or(h.solicitacao.as_deref()));
+            let valor: Decimal = dev.valor.parse().map_err(|_| bad(dfield("valor"), "must be a decimal string"))?;
+            let when = dev.horario.as_ref().and_then(|h| h.liquidacao.as_deref().or(h.solicitacao.as_deref()));
             commands.push(PaymentCommand {
                 webhook_id: dev.id,
                 provider: env.provider.to_owned(),
@@ -378,11 +336,7 @@ fn pix(body: &[u8], env: Envelope<'_>) -> Result<Normalised, PayloadError> {
 mod tests {
     use super::*;
 
-    const ENV: Envelope<'static> = Envelope {
-        provider: "p",
-        webhook_id: Some("msg_1"),
-        received_at_ms: 7,
-    };
+    const ENV: Envelope<'static> = Envelope { provider: "p", webhook_id: Some("msg_1"), received_at_ms: 7 };
 
     fn commands(n: Normalised) -> Vec<PaymentCommand> {
         match n {
@@ -422,12 +376,7 @@ mod tests {
         let err = normalise(PayloadFormat::Paystream, b"{\"id\":1}", ENV).unwrap_err();
         assert_eq!(err.field, "body");
         let body = br#"{"id":"e","type":"payment.succeeded","created_at":"yesterday","data":{"payment_id":"p","installment_id":"0b6f3c0e-8f43-4f4e-9a57-7d2f1b2d3c4e","amount":"1","currency":"BRL"}}"#;
-        assert_eq!(
-            normalise(PayloadFormat::Paystream, body, ENV)
-                .unwrap_err()
-                .field,
-            "created_at"
-        );
+        assert_eq!(normalise(PayloadFormat::Paystream, body, ENV).unwrap_err().field, "created_at");
     }
 
     /// Unknown event types of a known format are acknowledged, not enqueued.
@@ -439,10 +388,7 @@ mod tests {
             Normalised::Ignored("customer.created".into())
         );
         let body = br#"{"id":"evt_1","type":"invoice.paid","created":1,"data":{"object":{}}}"#;
-        assert_eq!(
-            normalise(PayloadFormat::Stripe, body, ENV).unwrap(),
-            Normalised::Ignored("invoice.paid".into())
-        );
+        assert_eq!(normalise(PayloadFormat::Stripe, body, ENV).unwrap(), Normalised::Ignored("invoice.paid".into()));
     }
 
     /// Stripe: minor units, the PaymentIntent id in all three types, disputes without metadata.
@@ -454,11 +400,7 @@ mod tests {
         );
         let c = commands(normalise(PayloadFormat::Stripe, pi.as_bytes(), ENV).unwrap());
         assert_eq!(
-            (
-                c[0].payment_id.as_str(),
-                c[0].amount.to_string().as_str(),
-                c[0].kind
-            ),
+            (c[0].payment_id.as_str(), c[0].amount.to_string().as_str(), c[0].kind),
             ("pi_1", "10.50", CommandKind::Payment)
         );
         assert_eq!(c[0].webhook_id, "evt_1");
@@ -467,26 +409,14 @@ mod tests {
         );
         let c = commands(normalise(PayloadFormat::Stripe, refund.as_bytes(), ENV).unwrap());
         assert_eq!(
-            (
-                c[0].payment_id.as_str(),
-                c[0].amount.to_string().as_str(),
-                c[0].kind
-            ),
+            (c[0].payment_id.as_str(), c[0].amount.to_string().as_str(), c[0].kind),
             ("pi_1", "5.00", CommandKind::Refund)
         );
         let dispute = r#"{"id":"evt_3","type":"charge.dispute.created","created":1700000000,"data":{"object":{"id":"dp_1","charge":"ch_1","payment_intent":"pi_1","amount":1050,"currency":"brl"}}}"#;
         let c = commands(normalise(PayloadFormat::Stripe, dispute.as_bytes(), ENV).unwrap());
-        assert_eq!(
-            (c[0].installment_id, c[0].kind, c[0].key()),
-            (None, CommandKind::Chargeback, "pi_1".to_owned())
-        );
+        assert_eq!((c[0].installment_id, c[0].kind, c[0].key()), (None, CommandKind::Chargeback, "pi_1".to_owned()));
         let yen = pi.replace("brl", "jpy");
-        assert_eq!(
-            normalise(PayloadFormat::Stripe, yen.as_bytes(), ENV)
-                .unwrap_err()
-                .field,
-            "data.object.currency"
-        );
+        assert_eq!(normalise(PayloadFormat::Stripe, yen.as_bytes(), ENV).unwrap_err().field, "data.object.currency");
     }
 
     /// Pix: several payments and their refunds from one webhook, txid = installment hex.
@@ -498,24 +428,12 @@ mod tests {
              "devolucoes":[{"id":"D1","rtrId":"R1","valor":"0.99","horario":{"solicitacao":"2026-01-03T00:00:00Z"},"status":"DEVOLVIDO"}]}]}"#;
         let c = commands(normalise(PayloadFormat::Pix, body, ENV).unwrap());
         assert_eq!(c.len(), 3);
+        assert_eq!(c[0].installment_id.unwrap().to_string(), "0b6f3c0e-8f43-4f4e-9a57-7d2f1b2d3c4e");
         assert_eq!(
-            c[0].installment_id.unwrap().to_string(),
-            "0b6f3c0e-8f43-4f4e-9a57-7d2f1b2d3c4e"
-        );
-        assert_eq!(
-            (
-                c[2].kind,
-                c[2].payment_id.as_str(),
-                c[2].amount.to_string().as_str()
-            ),
+            (c[2].kind, c[2].payment_id.as_str(), c[2].amount.to_string().as_str()),
             (CommandKind::Refund, "E2", "0.99")
         );
         let bad_txid = br#"{"pix":[{"endToEndId":"E1","txid":"abc","valor":"1.00","horario":"2026-01-02T03:04:05Z"}]}"#;
-        assert_eq!(
-            normalise(PayloadFormat::Pix, bad_txid, ENV)
-                .unwrap_err()
-                .field,
-            "pix[0].txid"
-        );
+        assert_eq!(normalise(PayloadFormat::Pix, bad_txid, ENV).unwrap_err().field, "pix[0].txid");
     }
 }

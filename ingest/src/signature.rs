@@ -59,10 +59,7 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier")
-            .field("scheme", &self.scheme)
-            .field("keys", &"[redacted]")
-            .finish()
+        f.debug_struct("Verifier").field("scheme", &self.scheme).field("keys", &"[redacted]").finish()
     }
 }
 
@@ -95,43 +92,24 @@ impl Verifier {
             .iter()
             .map(|secret| match provider.scheme {
                 SignatureScheme::StandardWebhooks => {
-                    let encoded = secret
-                        .expose()
-                        .strip_prefix("whsec_")
-                        .ok_or("secret must start with whsec_")?;
-                    BASE64
-                        .decode(encoded)
-                        .map_err(|_| "secret is not base64 after whsec_")
+                    let encoded = secret.expose().strip_prefix("whsec_").ok_or("secret must start with whsec_")?;
+                    BASE64.decode(encoded).map_err(|_| "secret is not base64 after whsec_")
                 }
                 // Stripe signs with the secret string as given, prefix included.
-                SignatureScheme::Stripe | SignatureScheme::HmacSha256 => {
-                    Ok(secret.expose().as_bytes().to_vec())
-                }
+                SignatureScheme::Stripe | SignatureScheme::HmacSha256 => Ok(secret.expose().as_bytes().to_vec()),
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             scheme: provider.scheme,
             keys,
-            signature_header: provider
-                .signature_header
-                .clone()
-                .unwrap_or_default()
-                .to_ascii_lowercase(),
-            timestamp_header: provider
-                .timestamp_header
-                .as_ref()
-                .map(|h| h.to_ascii_lowercase()),
+            signature_header: provider.signature_header.clone().unwrap_or_default().to_ascii_lowercase(),
+            timestamp_header: provider.timestamp_header.as_ref().map(|h| h.to_ascii_lowercase()),
             tolerance_s: i64::try_from(tolerance_s).unwrap_or(i64::MAX),
         })
     }
 
     /// Verifies `body` against the headers at time `now` (Unix seconds).
-    pub fn verify(
-        &self,
-        headers: &impl HeaderLookup,
-        body: &[u8],
-        now: i64,
-    ) -> Result<Verified, SignatureError> {
+    pub fn verify(&self, headers: &impl HeaderLookup, body: &[u8], now: i64) -> Result<Verified, SignatureError> {
         match self.scheme {
             SignatureScheme::StandardWebhooks => self.verify_standard(headers, body, now),
             SignatureScheme::Stripe => self.verify_stripe(headers, body, now),
@@ -146,18 +124,11 @@ impl Verifier {
         Ok(())
     }
 
-    fn verify_standard(
-        &self,
-        headers: &impl HeaderLookup,
-        body: &[u8],
-        now: i64,
-    ) -> Result<Verified, SignatureError> {
+    fn verify_standard(&self, headers: &impl HeaderLookup, body: &[u8], now: i64) -> Result<Verified, SignatureError> {
         let id = get(headers, "webhook-id")?;
         let ts_text = get(headers, "webhook-timestamp")?;
         let signatures = get(headers, "webhook-signature")?;
-        let timestamp: i64 = ts_text
-            .parse()
-            .map_err(|_| SignatureError::MalformedHeader("webhook-timestamp"))?;
+        let timestamp: i64 = ts_text.parse().map_err(|_| SignatureError::MalformedHeader("webhook-timestamp"))?;
         self.check_timestamp(timestamp, now)?;
         let candidates: Vec<Vec<u8>> = signatures
             .split(' ')
@@ -168,22 +139,11 @@ impl Verifier {
         if candidates.is_empty() {
             return Err(SignatureError::MalformedHeader("webhook-signature"));
         }
-        self.match_any(
-            &[id.as_bytes(), b".", ts_text.as_bytes(), b".", body],
-            &candidates,
-        )?;
-        Ok(Verified {
-            webhook_id: Some(id.to_owned()),
-            timestamp: Some(timestamp),
-        })
+        self.match_any(&[id.as_bytes(), b".", ts_text.as_bytes(), b".", body], &candidates)?;
+        Ok(Verified { webhook_id: Some(id.to_owned()), timestamp: Some(timestamp) })
     }
 
-    fn verify_stripe(
-        &self,
-        headers: &impl HeaderLookup,
-        body: &[u8],
-        now: i64,
-    ) -> Result<Verified, SignatureError> {
+    fn verify_stripe(&self, headers: &impl HeaderLookup, body: &[u8], now: i64) -> Result<Verified, SignatureError> {
         const HEADER: &str = "stripe-signature";
         let value = get(headers, HEADER)?;
         let mut timestamp = None;
@@ -204,26 +164,16 @@ impl Verifier {
             }
         }
         let ts_text = timestamp.ok_or(SignatureError::MalformedHeader(HEADER))?;
-        let ts: i64 = ts_text
-            .parse()
-            .map_err(|_| SignatureError::MalformedHeader(HEADER))?;
+        let ts: i64 = ts_text.parse().map_err(|_| SignatureError::MalformedHeader(HEADER))?;
         if candidates.is_empty() {
             return Err(SignatureError::MalformedHeader(HEADER));
         }
         self.check_timestamp(ts, now)?;
         self.match_any(&[ts_text.as_bytes(), b".", body], &candidates)?;
-        Ok(Verified {
-            webhook_id: None,
-            timestamp: Some(ts),
-        })
+        Ok(Verified { webhook_id: None, timestamp: Some(ts) })
     }
 
-    fn verify_hmac(
-        &self,
-        headers: &impl HeaderLookup,
-        body: &[u8],
-        now: i64,
-    ) -> Result<Verified, SignatureError> {
+    fn verify_hmac(&self, headers: &impl HeaderLookup, body: &[u8], now: i64) -> Result<Verified, SignatureError> {
         let value = headers
             .header(&self.signature_header)
             .filter(|v| v.len() <= MAX_HEADER_LEN)
@@ -243,22 +193,14 @@ impl Verifier {
                     .header(name)
                     .filter(|v| v.len() <= MAX_HEADER_LEN)
                     .ok_or(SignatureError::MissingHeader("timestamp header"))?;
-                let ts: i64 = ts_text
-                    .parse()
-                    .map_err(|_| SignatureError::MalformedHeader("timestamp header"))?;
+                let ts: i64 = ts_text.parse().map_err(|_| SignatureError::MalformedHeader("timestamp header"))?;
                 self.check_timestamp(ts, now)?;
                 self.match_any(&[ts_text.as_bytes(), b".", body], &candidates)?;
-                Ok(Verified {
-                    webhook_id: None,
-                    timestamp: Some(ts),
-                })
+                Ok(Verified { webhook_id: None, timestamp: Some(ts) })
             }
             None => {
                 self.match_any(&[body], &candidates)?;
-                Ok(Verified {
-                    webhook_id: None,
-                    timestamp: None,
-                })
+                Ok(Verified { webhook_id: None, timestamp: None })
             }
         }
     }
@@ -282,9 +224,7 @@ impl Verifier {
 }
 
 fn get<'h>(headers: &'h impl HeaderLookup, name: &'static str) -> Result<&'h str, SignatureError> {
-    let value = headers
-        .header(name)
-        .ok_or(SignatureError::MissingHeader(name))?;
+    let value = headers.header(name).ok_or(SignatureError::MissingHeader(name))?;
     if value.len() > MAX_HEADER_LEN {
         return Err(SignatureError::MalformedHeader(name));
     }
@@ -308,26 +248,11 @@ pub mod sign {
     use super::*;
 
     /// Standard Webhooks headers for `body`: `(name, value)` pairs.
-    pub fn standard_webhooks(
-        secret: &str,
-        id: &str,
-        timestamp: i64,
-        body: &[u8],
-    ) -> Vec<(&'static str, String)> {
-        let key = secret
-            .strip_prefix("whsec_")
-            .and_then(|s| BASE64.decode(s).ok())
-            .unwrap_or_default();
+    pub fn standard_webhooks(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+        let key = secret.strip_prefix("whsec_").and_then(|s| BASE64.decode(s).ok()).unwrap_or_default();
         let ts = timestamp.to_string();
-        let sig = BASE64.encode(hmac(
-            &key,
-            &[id.as_bytes(), b".", ts.as_bytes(), b".", body],
-        ));
-        vec![
-            ("webhook-id", id.to_owned()),
-            ("webhook-timestamp", ts),
-            ("webhook-signature", format!("v1,{sig}")),
-        ]
+        let sig = BASE64.encode(hmac(&key, &[id.as_bytes(), b".", ts.as_bytes(), b".", body]));
+        vec![("webhook-id", id.to_owned()), ("webhook-timestamp", ts), ("webhook-signature", format!("v1,{sig}"))]
     }
 
     /// The `Stripe-Signature` header for `body`.
@@ -340,10 +265,7 @@ pub mod sign {
     /// The hex HMAC-SHA256 of `{timestamp}.{body}` (or of the body alone without a timestamp).
     pub fn hmac_sha256(secret: &str, timestamp: Option<i64>, body: &[u8]) -> String {
         match timestamp {
-            Some(ts) => hex::encode(hmac(
-                secret.as_bytes(),
-                &[ts.to_string().as_bytes(), b".", body],
-            )),
+            Some(ts) => hex::encode(hmac(secret.as_bytes(), &[ts.to_string().as_bytes(), b".", body])),
             None => hex::encode(hmac(secret.as_bytes(), &[body])),
         }
     }
@@ -362,12 +284,7 @@ mod tests {
         }
     }
     fn headers(pairs: &[(&str, &str)]) -> Headers {
-        Headers(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_owned()))
-                .collect(),
-        )
+        Headers(pairs.iter().map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_owned())).collect())
     }
     fn provider(scheme: SignatureScheme, secrets: &[&str]) -> ProviderConfig {
         ProviderConfig {
@@ -385,10 +302,7 @@ mod tests {
     #[test]
     fn standard_webhooks_reference_vector() {
         let v = Verifier::new(
-            &provider(
-                SignatureScheme::StandardWebhooks,
-                &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
-            ),
+            &provider(SignatureScheme::StandardWebhooks, &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]),
             300,
         )
         .unwrap();
@@ -396,29 +310,14 @@ mod tests {
         let h = headers(&[
             ("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
             ("webhook-timestamp", "1614265330"),
-            (
-                "webhook-signature",
-                "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
-            ),
+            ("webhook-signature", "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="),
         ]);
         let ok = v.verify(&h, body, 1614265330).unwrap();
-        assert_eq!(
-            ok.webhook_id.as_deref(),
-            Some("msg_p5jXN8AQM9LWM0D4loKWxJek")
-        );
+        assert_eq!(ok.webhook_id.as_deref(), Some("msg_p5jXN8AQM9LWM0D4loKWxJek"));
         // One byte changed, or a stale timestamp, fails.
-        assert_eq!(
-            v.verify(&h, br#"{"test": 2432232315}"#, 1614265330),
-            Err(SignatureError::NoMatch)
-        );
-        assert_eq!(
-            v.verify(&h, body, 1614265330 + 301),
-            Err(SignatureError::StaleTimestamp)
-        );
-        assert_eq!(
-            v.verify(&h, body, 1614265330 - 301),
-            Err(SignatureError::StaleTimestamp)
-        );
+        assert_eq!(v.verify(&h, br#"{"test": 2432232315}"#, 1614265330), Err(SignatureError::NoMatch));
+        assert_eq!(v.verify(&h, body, 1614265330 + 301), Err(SignatureError::StaleTimestamp));
+        assert_eq!(v.verify(&h, body, 1614265330 - 301), Err(SignatureError::StaleTimestamp));
     }
 
     /// Rotation: any configured secret and any of several signatures may match.
@@ -426,32 +325,17 @@ mod tests {
     fn standard_webhooks_rotation() {
         let old = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
         let new = "whsec_cGF5c3RyZWFtLWRldi1vbmx5LXN0YW5kYXJkLXdlYmhvb2tz";
-        let v = Verifier::new(
-            &provider(SignatureScheme::StandardWebhooks, &[new, old]),
-            300,
-        )
-        .unwrap();
+        let v = Verifier::new(&provider(SignatureScheme::StandardWebhooks, &[new, old]), 300).unwrap();
         let body = b"{}";
         let signed = sign::standard_webhooks(old, "msg_1", 1000, body);
         let other = sign::standard_webhooks("whsec_AAAA", "msg_1", 1000, body);
         let both = format!("{} {}", other[2].1, signed[2].1);
-        let h = headers(&[
-            ("webhook-id", "msg_1"),
-            ("webhook-timestamp", "1000"),
-            ("webhook-signature", &both),
-        ]);
+        let h = headers(&[("webhook-id", "msg_1"), ("webhook-timestamp", "1000"), ("webhook-signature", &both)]);
         assert!(v.verify(&h, body, 1000).is_ok());
-        let h = headers(&[
-            ("webhook-id", "msg_1"),
-            ("webhook-timestamp", "1000"),
-            ("webhook-signature", &other[2].1),
-        ]);
+        let h = headers(&[("webhook-id", "msg_1"), ("webhook-timestamp", "1000"), ("webhook-signature", &other[2].1)]);
         assert_eq!(v.verify(&h, body, 1000), Err(SignatureError::NoMatch));
         let h = headers(&[("webhook-id", "msg_1"), ("webhook-timestamp", "1000")]);
-        assert_eq!(
-            v.verify(&h, body, 1000),
-            Err(SignatureError::MissingHeader("webhook-signature"))
-        );
+        assert_eq!(v.verify(&h, body, 1000), Err(SignatureError::MissingHeader("webhook-signature")));
     }
 
     /// Stripe: signed `t.body`, hex, secret used as given (whsec_ prefix included).
@@ -463,15 +347,9 @@ mod tests {
         let (name, value) = sign::stripe(secret, 1_700_000_000, body);
         let h = headers(&[(name, &value)]);
         assert!(v.verify(&h, body, 1_700_000_010).is_ok());
-        assert_eq!(
-            v.verify(&h, body, 1_700_000_400),
-            Err(SignatureError::StaleTimestamp)
-        );
+        assert_eq!(v.verify(&h, body, 1_700_000_400), Err(SignatureError::StaleTimestamp));
         let h = headers(&[(name, "t=1700000000")]);
-        assert_eq!(
-            v.verify(&h, body, 1_700_000_000),
-            Err(SignatureError::MalformedHeader("stripe-signature"))
-        );
+        assert_eq!(v.verify(&h, body, 1_700_000_000), Err(SignatureError::MalformedHeader("stripe-signature")));
         // Independently computed: HMAC-SHA256("whsec_test_secret", "1700000000.{\"id\":\"evt_1\"}").
         assert_eq!(value.len(), "t=1700000000,v1=".len() + 64);
     }
@@ -484,39 +362,17 @@ mod tests {
         let v = Verifier::new(&p, 300).unwrap();
         let body = b"{\"pix\":[]}";
         let sig = sign::hmac_sha256("k", Some(50), body);
-        assert!(v
-            .verify(
-                &headers(&[("x-signature", &sig), ("x-timestamp", "50")]),
-                body,
-                60
-            )
-            .is_ok());
+        assert!(v.verify(&headers(&[("x-signature", &sig), ("x-timestamp", "50")]), body, 60).is_ok());
         let prefixed = format!("sha256={sig}");
-        assert!(v
-            .verify(
-                &headers(&[("x-signature", &prefixed), ("x-timestamp", "50")]),
-                body,
-                60
-            )
-            .is_ok());
+        assert!(v.verify(&headers(&[("x-signature", &prefixed), ("x-timestamp", "50")]), body, 60).is_ok());
         let b64 = BASE64.encode(hex::decode(&sig).unwrap());
-        assert!(v
-            .verify(
-                &headers(&[("x-signature", &b64), ("x-timestamp", "50")]),
-                body,
-                60
-            )
-            .is_ok());
+        assert!(v.verify(&headers(&[("x-signature", &b64), ("x-timestamp", "50")]), body, 60).is_ok());
         assert_eq!(
             v.verify(&headers(&[("x-signature", &sig)]), body, 60),
             Err(SignatureError::MissingHeader("timestamp header"))
         );
         assert_eq!(
-            v.verify(
-                &headers(&[("x-signature", &sig), ("x-timestamp", "51")]),
-                body,
-                60
-            ),
+            v.verify(&headers(&[("x-signature", &sig), ("x-timestamp", "51")]), body, 60),
             Err(SignatureError::NoMatch)
         );
     }

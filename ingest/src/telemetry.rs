@@ -18,12 +18,7 @@ pub struct RequestCompleted<'a> {
 impl RequestCompleted<'_> {
     /// Logs (debug) and counts the request.
     pub fn emit(&self) {
-        tracing::debug!(
-            provider = self.provider,
-            outcome = self.outcome,
-            commands = self.commands,
-            "webhook handled"
-        );
+        tracing::debug!(provider = self.provider, outcome = self.outcome, commands = self.commands, "webhook handled");
         metrics::counter!("paystream_ingest_requests_total", "provider" => self.provider.to_owned(), "outcome" => self.outcome)
             .increment(1);
         if self.commands > 0 {
@@ -46,11 +41,7 @@ pub struct SignatureRefused<'a> {
 impl SignatureRefused<'_> {
     /// Logs (info: senders get this wrong; it is theirs to fix) and counts.
     pub fn emit(&self) {
-        tracing::info!(
-            provider = self.provider,
-            reason = self.reason,
-            "webhook signature refused"
-        );
+        tracing::info!(provider = self.provider, reason = self.reason, "webhook signature refused");
         metrics::counter!("paystream_ingest_signature_failures_total", "provider" => self.provider.to_owned(), "reason" => self.reason)
             .increment(1);
     }

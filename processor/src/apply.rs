@@ -157,17 +157,9 @@ pub async fn apply_batch(
     let Some(last) = messages.last() else {
         return Ok(outcome);
     };
-    debug_assert!(
-        messages.windows(2).all(|w| w[0].offset < w[1].offset),
-        "offsets ascend"
-    );
-    let stmt = tx
-        .prepare_cached(sql!("consumer_position_lock.sql"))
-        .await?;
-    let next: i64 = tx
-        .query_one(&stmt, &[&source.group, &source.topic, &source.partition])
-        .await?
-        .get(0);
+    debug_assert!(messages.windows(2).all(|w| w[0].offset < w[1].offset), "offsets ascend");
+    let stmt = tx.prepare_cached(sql!("consumer_position_lock.sql")).await?;
+    let next: i64 = tx.query_one(&stmt, &[&source.group, &source.topic, &source.partition]).await?.get(0);
     let fresh: Vec<&Message> = messages.iter().filter(|m| m.offset >= next).collect();
     outcome.skipped = (messages.len() - fresh.len()) as u64;
     if fresh.is_empty() {
@@ -199,13 +191,9 @@ pub async fn apply_batch(
     }
 
     // 3. what exists already
-    let (pk_provider, pk_id): (Vec<&str>, Vec<&str>) = commands
-        .iter()
-        .map(|(_, c)| (c.provider.as_str(), c.payment_id.as_str()))
-        .unzip();
-    let stmt = tx
-        .prepare_cached(sql!("payment_select_by_keys.sql"))
-        .await?;
+    let (pk_provider, pk_id): (Vec<&str>, Vec<&str>) =
+        commands.iter().map(|(_, c)| (c.provider.as_str(), c.payment_id.as_str())).unzip();
+    let stmt = tx.prepare_cached(sql!("payment_select_by_keys.sql")).await?;
     let mut existing: HashMap<Key, Uuid> = HashMap::new();
     for row in tx.query(&stmt, &[&pk_provider, &pk_id]).await? {
         existing.insert((row.get(0), row.get(1)), row.get(2));
@@ -217,9 +205,7 @@ pub async fn apply_batch(
         .unzip();
     let mut seen_reversals: HashSet<Key> = HashSet::new();
     if !rk_provider.is_empty() {
-        let stmt = tx
-            .prepare_cached(sql!("reversal_select_by_keys.sql"))
-            .await?;
+        let stmt = tx.prepare_cached(sql!("reversal_select_by_keys.sql")).await?;
         for row in tx.query(&stmt, &[&rk_provider, &rk_id]).await? {
             seen_reversals.insert((row.get(0), row.get(1)));
         }
@@ -229,20 +215,13 @@ pub async fn apply_batch(
     let mut installment_ids: Vec<Uuid> = commands
         .iter()
         .filter_map(|(_, c)| {
-            c.installment_id.or_else(|| {
-                existing
-                    .get(&(c.provider.clone(), c.payment_id.clone()))
-                    .copied()
-            })
+            c.installment_id.or_else(|| existing.get(&(c.provider.clone(), c.payment_id.clone())).copied())
         })
         .collect();
     installment_ids.sort_unstable();
     installment_ids.dedup();
-    let stmt = tx
-        .prepare_cached(sql!("installment_select_for_update.sql"))
-        .await?;
-    let mut installments: HashMap<Uuid, Installment> =
-        HashMap::with_capacity(installment_ids.len());
+    let stmt = tx.prepare_cached(sql!("installment_select_for_update.sql")).await?;
+    let mut installments: HashMap<Uuid, Installment> = HashMap::with_capacity(installment_ids.len());
     for row in tx.query(&stmt, &[&installment_ids]).await? {
         let contract_status: String = row.get(3);
         installments.insert(
@@ -266,9 +245,7 @@ pub async fn apply_batch(
         .map(|(_, c)| (c.provider.as_str(), c.payment_id.as_str()))
         .unzip();
     if !vk_provider.is_empty() {
-        let stmt = tx
-            .prepare_cached(sql!("payment_select_for_update.sql"))
-            .await?;
+        let stmt = tx.prepare_cached(sql!("payment_select_for_update.sql")).await?;
         for row in tx.query(&stmt, &[&vk_provider, &vk_id]).await? {
             payments.insert(
                 (row.get(0), row.get(1)),
@@ -295,52 +272,23 @@ pub async fn apply_batch(
                     outcome.duplicates += 1;
                     continue;
                 }
-                apply_payment(
-                    &mut w,
-                    &mut outcome,
-                    source,
-                    &mut installments,
-                    &mut payments,
-                    key,
-                    offset,
-                    c,
-                    now_ms,
-                )?;
+                apply_payment(&mut w, &mut outcome, source, &mut installments, &mut payments, key, offset, c, now_ms)?;
             }
             CommandKind::Refund | CommandKind::Chargeback => {
                 if !seen_reversals.insert((c.provider.clone(), c.webhook_id.clone())) {
                     outcome.duplicates += 1;
                     continue;
                 }
-                apply_reversal(
-                    &mut w,
-                    &mut outcome,
-                    source,
-                    &mut installments,
-                    &mut payments,
-                    c,
-                    now_ms,
-                )?;
+                apply_reversal(&mut w, &mut outcome, source, &mut installments, &mut payments, c, now_ms)?;
             }
         }
     }
 
     // 6. write
     write(&mut tx, source, &mut w, &installments, &payments, now_ms).await?;
-    let stmt = tx
-        .prepare_cached(sql!("consumer_position_advance.sql"))
-        .await?;
+    let stmt = tx.prepare_cached(sql!("consumer_position_advance.sql")).await?;
     let next_offset = last.offset + 1;
-    tx.execute(
-        &stmt,
-        &[
-            &source.group,
-            &source.topic,
-            &source.partition,
-            &next_offset,
-        ],
-    )
-    .await?;
+    tx.execute(&stmt, &[&source.group, &source.topic, &source.partition, &next_offset]).await?;
     if !w.outbox.is_empty() {
         tx.batch_execute("NOTIFY paystream_outbox").await?;
     }
@@ -358,48 +306,17 @@ pub async fn dead_letter_one(
     message: &Message,
     reason: String,
 ) -> Result<(), ApplyError> {
-    let stmt = tx
-        .prepare_cached(sql!("consumer_position_lock.sql"))
-        .await?;
-    let next: i64 = tx
-        .query_one(&stmt, &[&source.group, &source.topic, &source.partition])
-        .await?
-        .get(0);
+    let stmt = tx.prepare_cached(sql!("consumer_position_lock.sql")).await?;
+    let next: i64 = tx.query_one(&stmt, &[&source.group, &source.topic, &source.partition]).await?.get(0);
     if message.offset < next {
         return Ok(tx.rollback().await?);
     }
     let mut w = Writes::default();
     let now = now_ms();
-    dead_letter(
-        &mut w,
-        source,
-        message.offset,
-        message.payload.as_deref().unwrap_or_default(),
-        reason,
-        now,
-    )?;
-    write(
-        &mut tx,
-        source,
-        &mut w,
-        &HashMap::new(),
-        &HashMap::new(),
-        now,
-    )
-    .await?;
-    let stmt = tx
-        .prepare_cached(sql!("consumer_position_advance.sql"))
-        .await?;
-    tx.execute(
-        &stmt,
-        &[
-            &source.group,
-            &source.topic,
-            &source.partition,
-            &(message.offset + 1),
-        ],
-    )
-    .await?;
+    dead_letter(&mut w, source, message.offset, message.payload.as_deref().unwrap_or_default(), reason, now)?;
+    write(&mut tx, source, &mut w, &HashMap::new(), &HashMap::new(), now).await?;
+    let stmt = tx.prepare_cached(sql!("consumer_position_advance.sql")).await?;
+    tx.execute(&stmt, &[&source.group, &source.topic, &source.partition, &(message.offset + 1)]).await?;
     tx.batch_execute("NOTIFY paystream_outbox").await?;
     Ok(tx.commit().await?)
 }
@@ -431,10 +348,7 @@ fn dead_letter(
     let dead = DeadLetter {
         event_id: event_id(
             EventType::PaymentRejected,
-            &format!(
-                "dead\u{0}{}\u{0}{}\u{0}{offset}",
-                source.topic, source.partition
-            ),
+            &format!("dead\u{0}{}\u{0}{}\u{0}{offset}", source.topic, source.partition),
         ),
         source_topic: source.topic.clone(),
         source_partition: source.partition,
@@ -461,10 +375,7 @@ fn fact(
     now_ms: i64,
 ) -> PaymentEvent {
     PaymentEvent {
-        event_id: event_id(
-            event_type,
-            &format!("{}\u{0}{}\u{0}{}", c.provider, c.webhook_id, c.payment_id),
-        ),
+        event_id: event_id(event_type, &format!("{}\u{0}{}\u{0}{}", c.provider, c.webhook_id, c.payment_id)),
         event_type,
         occurred_at_ms: now_ms,
         aggregate_id: aggregate,
@@ -504,15 +415,7 @@ fn apply_payment(
         let contract = installments.get(&installment_id).map(|i| i.contract_id);
         w.outbox.push_event(
             topic,
-            &fact(
-                EventType::PaymentRejected,
-                &c,
-                installment_id,
-                contract,
-                c.amount,
-                Some(reason.into()),
-                now_ms,
-            ),
+            &fact(EventType::PaymentRejected, &c, installment_id, contract, c.amount, Some(reason.into()), now_ms),
         )?;
         ("rejected", Decimal::ZERO, Decimal::ZERO, None, contract)
     } else {
@@ -523,11 +426,7 @@ fn apply_payment(
         let open = (inst.amount_due - inst.amount_paid).max(Decimal::ZERO);
         let applied = c.amount.min(open);
         let credited = c.amount - applied;
-        let mut journal = Journal::new(
-            "payment",
-            format!("{}/{}", c.provider, c.payment_id),
-            &c.currency,
-        );
+        let mut journal = Journal::new("payment", format!("{}/{}", c.provider, c.payment_id), &c.currency);
         journal
             .debit(provider_clearing(&c.provider), c.amount)
             .credit(receivable(inst.contract_id), applied)
@@ -539,15 +438,7 @@ fn apply_payment(
         let contract = Some(inst.contract_id);
         w.outbox.push_event(
             topic,
-            &fact(
-                EventType::PaymentApplied,
-                &c,
-                installment_id,
-                contract,
-                c.amount,
-                None,
-                now_ms,
-            ),
+            &fact(EventType::PaymentApplied, &c, installment_id, contract, c.amount, None, now_ms),
         )?;
         if was_paid {
             let reason = "installment was already paid; amount kept as customer credit";
@@ -566,15 +457,7 @@ fn apply_payment(
         } else if inst.status == "paid" {
             w.outbox.push_event(
                 topic,
-                &fact(
-                    EventType::InstallmentPaid,
-                    &c,
-                    installment_id,
-                    contract,
-                    inst.amount_due,
-                    None,
-                    now_ms,
-                ),
+                &fact(EventType::InstallmentPaid, &c, installment_id, contract, inst.amount_due, None, now_ms),
             )?;
             w.newly_paid_contracts.insert(inst.contract_id);
         }
@@ -624,12 +507,8 @@ fn apply_reversal(
         None => Some("unknown payment"),
         Some(p) if p.status == "rejected" => Some("payment was rejected; nothing to reverse"),
         Some(p) if p.currency != c.currency => Some("currency does not match the payment"),
-        Some(p) if p.reversed + c.amount > p.amount => {
-            Some("reversal exceeds what is left of the payment")
-        }
-        Some(p) if !installments.contains_key(&p.installment_id) => {
-            Some("installment of the payment not found")
-        }
+        Some(p) if p.reversed + c.amount > p.amount => Some("reversal exceeds what is left of the payment"),
+        Some(p) if !installments.contains_key(&p.installment_id) => Some("installment of the payment not found"),
         Some(_) => None,
     };
     let journal_id = match (rejection, payments.get_mut(&key)) {
@@ -640,11 +519,8 @@ fn apply_reversal(
             // Credit kept for the customer is returned first, then the installment reopens.
             let from_credit = c.amount.min(p.credited);
             let from_receivable = c.amount - from_credit;
-            let mut journal = Journal::new(
-                "reversal",
-                format!("{}/{}/{}", c.provider, c.payment_id, c.webhook_id),
-                &c.currency,
-            );
+            let mut journal =
+                Journal::new("reversal", format!("{}/{}/{}", c.provider, c.payment_id, c.webhook_id), &c.currency);
             journal
                 .credit(provider_clearing(&c.provider), c.amount)
                 .debit(customer_credit(inst.customer_id), from_credit)
@@ -678,15 +554,7 @@ fn apply_reversal(
             let reason = reason.unwrap_or("reversal could not be applied");
             w.outbox.push_event(
                 topic,
-                &fact(
-                    EventType::PaymentRejected,
-                    &c,
-                    aggregate,
-                    None,
-                    c.amount,
-                    Some(reason.into()),
-                    now_ms,
-                ),
+                &fact(EventType::PaymentRejected, &c, aggregate, None, c.amount, Some(reason.into()), now_ms),
             )?;
             None
         }
@@ -696,14 +564,7 @@ fn apply_reversal(
     w.rev_payment.push(c.payment_id);
     w.rev_kind.push(c.kind.as_str().to_owned());
     w.rev_amount.push(c.amount);
-    w.rev_status.push(
-        if journal_id.is_some() {
-            "applied"
-        } else {
-            "rejected"
-        }
-        .to_owned(),
-    );
+    w.rev_status.push(if journal_id.is_some() { "applied" } else { "rejected" }.to_owned());
     w.rev_reason.push(rejection.map(str::to_owned));
     w.rev_journal.push(journal_id);
     Ok(())
@@ -720,18 +581,11 @@ async fn write(
     if !w.journals.is_empty() {
         let j = &w.journals;
         let stmt = tx.prepare_cached(sql!("journal_insert_batch.sql")).await?;
-        tx.execute(&stmt, &[&j.ids, &j.kinds, &j.references])
-            .await?;
+        tx.execute(&stmt, &[&j.ids, &j.kinds, &j.references]).await?;
         let stmt = tx.prepare_cached(sql!("posting_insert_batch.sql")).await?;
         tx.execute(
             &stmt,
-            &[
-                &j.posting_journal,
-                &j.posting_line,
-                &j.posting_account,
-                &j.posting_currency,
-                &j.posting_amount,
-            ],
+            &[&j.posting_journal, &j.posting_line, &j.posting_account, &j.posting_currency, &j.posting_amount],
         )
         .await?;
     }
@@ -779,11 +633,8 @@ async fn write(
             credited.push(state.credited);
         }
         if !provider.is_empty() {
-            let stmt = tx
-                .prepare_cached(sql!("payment_update_reversed.sql"))
-                .await?;
-            tx.execute(&stmt, &[&provider, &id, &reversed, &credited])
-                .await?;
+            let stmt = tx.prepare_cached(sql!("payment_update_reversed.sql")).await?;
+            tx.execute(&stmt, &[&provider, &id, &reversed, &credited]).await?;
         }
     }
     let mut ids = Vec::new();
@@ -795,20 +646,14 @@ async fn write(
         status.push(i.status.as_str());
     }
     if !ids.is_empty() {
-        let stmt = tx
-            .prepare_cached(sql!("installment_update_batch.sql"))
-            .await?;
+        let stmt = tx.prepare_cached(sql!("installment_update_batch.sql")).await?;
         tx.execute(&stmt, &[&ids, &paid, &status]).await?;
     }
     if !w.newly_paid_contracts.is_empty() {
         let contracts: Vec<Uuid> = w.newly_paid_contracts.iter().copied().collect();
-        let stmt = tx
-            .prepare_cached(sql!("contract_select_for_update.sql"))
-            .await?;
+        let stmt = tx.prepare_cached(sql!("contract_select_for_update.sql")).await?;
         tx.query(&stmt, &[&contracts]).await?;
-        let stmt = tx
-            .prepare_cached(sql!("contract_settle_if_paid.sql"))
-            .await?;
+        let stmt = tx.prepare_cached(sql!("contract_settle_if_paid.sql")).await?;
         for row in tx.query(&stmt, &[&contracts]).await? {
             let contract: Uuid = row.get(0);
             let currency: String = row.get(1);
@@ -830,43 +675,17 @@ async fn write(
         }
     }
     if !w.dead_offset.is_empty() {
-        let stmt = tx
-            .prepare_cached(sql!("dead_letter_insert_batch.sql"))
-            .await?;
-        tx.execute(
-            &stmt,
-            &[
-                &source.topic,
-                &source.partition,
-                &w.dead_offset,
-                &w.dead_reason,
-                &w.dead_payload,
-            ],
-        )
-        .await?;
+        let stmt = tx.prepare_cached(sql!("dead_letter_insert_batch.sql")).await?;
+        tx.execute(&stmt, &[&source.topic, &source.partition, &w.dead_offset, &w.dead_reason, &w.dead_payload]).await?;
     }
     if !w.outbox.is_empty() {
         let o = &w.outbox;
         let stmt = tx.prepare_cached(sql!("outbox_insert_batch.sql")).await?;
-        tx.execute(
-            &stmt,
-            &[
-                &o.lanes,
-                &o.topics,
-                &o.keys,
-                &o.event_ids,
-                &o.event_types,
-                &o.payloads,
-            ],
-        )
-        .await?;
+        tx.execute(&stmt, &[&o.lanes, &o.topics, &o.keys, &o.event_ids, &o.event_types, &o.payloads]).await?;
     }
     Ok(())
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -31,11 +31,7 @@ pub struct GroupContext;
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
-    fn pre_rebalance(
-        &self,
-        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
-        rebalance: &Rebalance<'_>,
-    ) {
+    fn pre_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => telemetry::rebalance("assign", tpl.count()),
             Rebalance::Revoke(tpl) => telemetry::rebalance("revoke", tpl.count()),
@@ -47,18 +43,10 @@ impl ConsumerContext for GroupContext {
 type GroupConsumer = StreamConsumer<GroupContext>;
 
 /// Consumes until `shutdown`, applying every message.
-pub async fn consume(
-    config: &Config,
-    pool: Pool,
-    shutdown: Shutdown,
-) -> Result<(), ProcessorError> {
+pub async fn consume(config: &Config, pool: Pool, shutdown: Shutdown) -> Result<(), ProcessorError> {
     let consumer: Arc<GroupConsumer> = Arc::new(
-        paystream_common::kafka::consumer_config(
-            &config.kafka,
-            &config.processor.group_id,
-            "paystream-processor",
-        )
-        .create_with_context(GroupContext)?,
+        paystream_common::kafka::consumer_config(&config.kafka, &config.processor.group_id, "paystream-processor")
+            .create_with_context(GroupContext)?,
     );
     consumer.subscribe(&[&config.kafka.inbound_topic])?;
     tracing::info!(topic = %config.kafka.inbound_topic, group = %config.processor.group_id, "processor consuming");
@@ -162,11 +150,7 @@ impl Worker {
             if let Some(last) = batch.last() {
                 // Fails only when the partition was revoked meanwhile: the new owner starts
                 // from the committed offset and the stored position skips what we applied.
-                let _ = self.consumer.store_offset(
-                    &self.source.topic,
-                    self.source.partition,
-                    last.offset,
-                );
+                let _ = self.consumer.store_offset(&self.source.topic, self.source.partition, last.offset);
             }
         }
     }
@@ -200,36 +184,24 @@ impl Worker {
                 Disposition::Fatal => {
                     tracing::error!(partition = self.source.partition, %error, "batch cannot be applied; stopping the processor");
                     self.stop.cancel();
-                    return Err(ProcessorError::Fatal {
-                        partition: self.source.partition,
-                        source: error,
-                    });
+                    return Err(ProcessorError::Fatal { partition: self.source.partition, source: error });
                 }
                 // The input violates a constraint: find the message(s) and dead-letter them.
                 Disposition::Reject if batch.len() > 1 => return self.isolate(batch).await,
                 Disposition::Reject => {
-                    return self
-                        .dead_letter(&batch[0], format!("rejected by the database: {error}"))
-                        .await
+                    return self.dead_letter(&batch[0], format!("rejected by the database: {error}")).await
                 }
                 Disposition::Retry => {
-                    telemetry::BatchRetried {
-                        partition: self.source.partition,
-                        error: &error,
-                        attempt,
-                    }
-                    .emit();
+                    telemetry::BatchRetried { partition: self.source.partition, error: &error, attempt }.emit();
                     // A persistent unique violation is the input's fault, not contention.
                     if attempt >= 5 && batch.len() > 1 {
                         return Box::pin(self.isolate(batch)).await;
                     }
                     if attempt >= 5 && is_unique_violation(&error) {
-                        return self
-                            .dead_letter(&batch[0], format!("rejected by the database: {error}"))
-                            .await;
+                        return self.dead_letter(&batch[0], format!("rejected by the database: {error}")).await;
                     }
-                    let backoff = Duration::from_millis(50u64.saturating_mul(1 << attempt.min(10)))
-                        .min(self.backoff_max);
+                    let backoff =
+                        Duration::from_millis(50u64.saturating_mul(1 << attempt.min(10))).min(self.backoff_max);
                     tokio::select! {
                         _ = self.stop.cancelled() => return Ok(()),
                         _ = tokio::time::sleep(backoff) => {}
@@ -269,25 +241,13 @@ impl Worker {
                     return Ok(());
                 }
                 Err(error) if error.disposition() == Disposition::Retry && attempt < 1000 => {
-                    telemetry::BatchRetried {
-                        partition: self.source.partition,
-                        error: &error,
-                        attempt,
-                    }
-                    .emit();
-                    tokio::time::sleep(
-                        self.backoff_max
-                            .min(Duration::from_millis(100 * u64::from(attempt))),
-                    )
-                    .await;
+                    telemetry::BatchRetried { partition: self.source.partition, error: &error, attempt }.emit();
+                    tokio::time::sleep(self.backoff_max.min(Duration::from_millis(100 * u64::from(attempt)))).await;
                 }
                 Err(error) => {
                     tracing::error!(partition = self.source.partition, offset = message.offset, %error, "cannot even dead-letter a message; stopping");
                     self.stop.cancel();
-                    return Err(ProcessorError::Fatal {
-                        partition: self.source.partition,
-                        source: error,
-                    });
+                    return Err(ProcessorError::Fatal { partition: self.source.partition, source: error });
                 }
             }
         }

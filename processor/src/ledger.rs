@@ -50,13 +50,7 @@ pub struct Journal {
 impl Journal {
     /// An empty journal.
     pub fn new(kind: &'static str, reference: String, currency: &str) -> Self {
-        Self {
-            id: Uuid::new_v4(),
-            kind,
-            reference,
-            currency: currency.to_owned(),
-            postings: Vec::with_capacity(3),
-        }
+        Self { id: Uuid::new_v4(), kind, reference, currency: currency.to_owned(), postings: Vec::with_capacity(3) }
     }
 
     /// Debits `account`; zero amounts are not posted.
@@ -79,17 +73,9 @@ impl Journal {
     /// (every amount given to debit/credit must be positive).
     pub fn check(&self) -> Result<(), ApplyError> {
         let sum: Decimal = self.postings.iter().map(|(_, a)| *a).sum();
-        let debits: Decimal = self
-            .postings
-            .iter()
-            .filter(|(_, a)| a.is_sign_positive())
-            .map(|(_, a)| *a)
-            .sum();
+        let debits: Decimal = self.postings.iter().filter(|(_, a)| a.is_sign_positive()).map(|(_, a)| *a).sum();
         if self.postings.len() < 2 || !sum.is_zero() || debits.is_zero() {
-            return Err(ApplyError::Unbalanced(format!(
-                "{} {} ({:?})",
-                self.kind, self.reference, self.postings
-            )));
+            return Err(ApplyError::Unbalanced(format!("{} {} ({:?})", self.kind, self.reference, self.postings)));
         }
         Ok(())
     }
@@ -152,20 +138,14 @@ mod tests {
     #[test]
     fn journals_must_balance() {
         let mut j = Journal::new("payment", "p/1".into(), "BRL");
-        j.debit("a".into(), d("10.00"))
-            .credit("b".into(), d("7.00"))
-            .credit("c".into(), d("3.00"));
+        j.debit("a".into(), d("10.00")).credit("b".into(), d("7.00")).credit("c".into(), d("3.00"));
         assert!(j.check().is_ok());
         let mut rows = JournalRows::default();
         rows.push(j).unwrap();
-        assert_eq!(
-            rows.posting_amount.iter().copied().sum::<Decimal>(),
-            Decimal::ZERO
-        );
+        assert_eq!(rows.posting_amount.iter().copied().sum::<Decimal>(), Decimal::ZERO);
 
         let mut j = Journal::new("payment", "p/2".into(), "BRL");
-        j.debit("a".into(), d("10.00"))
-            .credit("b".into(), d("9.99"));
+        j.debit("a".into(), d("10.00")).credit("b".into(), d("9.99"));
         assert!(matches!(j.check(), Err(ApplyError::Unbalanced(_))));
         let mut j = Journal::new("payment", "p/3".into(), "BRL");
         j.debit("a".into(), d("0"));

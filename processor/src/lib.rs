@@ -27,11 +27,7 @@ use paystream_common::{kafka, postgres, Shutdown};
 pub use error::{ApplyError, ProcessorError};
 
 /// Runs the processor until `shutdown` or a fatal error.
-pub async fn run(
-    config: Config,
-    admin: TcpListener,
-    shutdown: Shutdown,
-) -> Result<(), ProcessorError> {
+pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Result<(), ProcessorError> {
     kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await?;
     let pool = postgres::pool(&config.postgres)?;
     let readiness = Readiness::default();

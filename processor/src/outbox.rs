@@ -42,34 +42,18 @@ impl OutboxRows {
     /// Adds a payment fact keyed by its aggregate.
     pub fn push_event(&mut self, topic: &str, event: &PaymentEvent) -> Result<(), ApplyError> {
         let key = event.aggregate_id.hyphenated().to_string();
-        self.push(
-            topic,
-            key,
-            event.event_id,
-            event.event_type.as_str(),
-            encode(event)?,
-        );
+        self.push(topic, key, event.event_id, event.event_type.as_str(), encode(event)?);
         Ok(())
     }
 
     /// Adds a dead letter keyed by its source position.
     pub fn push_dead_letter(&mut self, topic: &str, dead: &DeadLetter) -> Result<(), ApplyError> {
-        let key = format!(
-            "{}/{}/{}",
-            dead.source_topic, dead.source_partition, dead.source_offset
-        );
+        let key = format!("{}/{}/{}", dead.source_topic, dead.source_partition, dead.source_offset);
         self.push(topic, key, dead.event_id, "DeadLetter", encode(dead)?);
         Ok(())
     }
 
-    fn push(
-        &mut self,
-        topic: &str,
-        key: String,
-        event_id: Uuid,
-        event_type: &str,
-        payload: Vec<u8>,
-    ) {
+    fn push(&mut self, topic: &str, key: String, event_id: Uuid, event_type: &str, payload: Vec<u8>) {
         self.lanes.push(outbox_lane(&key));
         self.topics.push(topic.to_owned());
         self.keys.push(key);

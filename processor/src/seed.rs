@@ -18,46 +18,19 @@ pub struct SeedSize {
 impl SeedSize {
     /// Installments in all.
     pub fn installments(&self) -> i64 {
-        i64::from(self.customers)
-            * i64::from(self.contracts_per_customer)
-            * i64::from(self.installments_per_contract)
+        i64::from(self.customers) * i64::from(self.contracts_per_customer) * i64::from(self.installments_per_contract)
     }
 }
 
 /// Seeds `size` in `currency` in one transaction.
-pub async fn seed(
-    client: &mut tokio_postgres::Client,
-    size: SeedSize,
-    currency: &str,
-) -> Result<(), ApplyError> {
+pub async fn seed(client: &mut tokio_postgres::Client, size: SeedSize, currency: &str) -> Result<(), ApplyError> {
     let tx = client.transaction().await?;
-    let (c, k, n) = (
-        size.customers,
-        size.contracts_per_customer,
-        size.installments_per_contract,
-    );
-    tx.execute(include_str!("../sql/seed_customers.sql"), &[&c])
-        .await?;
-    tx.execute(
-        include_str!("../sql/seed_contracts.sql"),
-        &[&c, &k, &n, &currency],
-    )
-    .await?;
-    tx.execute(
-        include_str!("../sql/seed_installments.sql"),
-        &[&c, &k, &n, &currency],
-    )
-    .await?;
-    tx.execute(
-        include_str!("../sql/seed_origination_journals.sql"),
-        &[&c, &k],
-    )
-    .await?;
-    tx.execute(
-        include_str!("../sql/seed_origination_postings.sql"),
-        &[&c, &k],
-    )
-    .await?;
+    let (c, k, n) = (size.customers, size.contracts_per_customer, size.installments_per_contract);
+    tx.execute(include_str!("../sql/seed_customers.sql"), &[&c]).await?;
+    tx.execute(include_str!("../sql/seed_contracts.sql"), &[&c, &k, &n, &currency]).await?;
+    tx.execute(include_str!("../sql/seed_installments.sql"), &[&c, &k, &n, &currency]).await?;
+    tx.execute(include_str!("../sql/seed_origination_journals.sql"), &[&c, &k]).await?;
+    tx.execute(include_str!("../sql/seed_origination_postings.sql"), &[&c, &k]).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -29,8 +29,7 @@ impl BatchApplied<'_> {
         );
         let count = |outcome: &'static str, n: u64| {
             if n > 0 {
-                metrics::counter!("paystream_processor_messages_total", "outcome" => outcome)
-                    .increment(n);
+                metrics::counter!("paystream_processor_messages_total", "outcome" => outcome).increment(n);
             }
         };
         count("applied", o.applied);
@@ -41,8 +40,7 @@ impl BatchApplied<'_> {
         count("skipped", o.skipped);
         metrics::counter!("paystream_processor_events_written_total").increment(o.events);
         metrics::histogram!("paystream_processor_batch_size").record(self.size as f64);
-        metrics::histogram!("paystream_processor_batch_duration_seconds")
-            .record(self.elapsed.as_secs_f64());
+        metrics::histogram!("paystream_processor_batch_duration_seconds").record(self.elapsed.as_secs_f64());
     }
 }
 

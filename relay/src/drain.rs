@@ -64,18 +64,10 @@ pub async fn drain(
     let mut client = postgres::connect(&config.postgres, Some(notify_tx)).await?;
     client.batch_execute("LISTEN paystream_outbox").await?;
     readiness.set(true);
-    let claim = client
-        .prepare(include_str!("../sql/outbox_claim_batch_skip_locked.sql"))
-        .await?;
-    let delete = client
-        .prepare(include_str!("../sql/outbox_delete_published.sql"))
-        .await?;
-    let try_lock = client
-        .prepare(include_str!("../sql/outbox_lane_try_lock.sql"))
-        .await?;
-    let backlog = client
-        .prepare(include_str!("../sql/outbox_backlog_select.sql"))
-        .await?;
+    let claim = client.prepare(include_str!("../sql/outbox_claim_batch_skip_locked.sql")).await?;
+    let delete = client.prepare(include_str!("../sql/outbox_delete_published.sql")).await?;
+    let try_lock = client.prepare(include_str!("../sql/outbox_lane_try_lock.sql")).await?;
+    let backlog = client.prepare(include_str!("../sql/outbox_backlog_select.sql")).await?;
     let batch_max = i64::try_from(config.relay.batch_max).unwrap_or(i64::MAX);
     let poll = Duration::from_millis(config.relay.poll_interval_ms);
     let claim_every = Duration::from_millis(config.relay.lane_claim_interval_ms);
@@ -88,10 +80,7 @@ pub async fn drain(
         if Instant::now() >= next_claim {
             for lane in 0..OUTBOX_LANES {
                 if !owned.contains(&lane)
-                    && client
-                        .query_one(&try_lock, &[&LANE_LOCK_NAMESPACE, &i32::from(lane)])
-                        .await?
-                        .get::<_, bool>(0)
+                    && client.query_one(&try_lock, &[&LANE_LOCK_NAMESPACE, &i32::from(lane)]).await?.get::<_, bool>(0)
                 {
                     owned.insert(lane);
                 }
@@ -130,12 +119,7 @@ pub async fn drain(
                         tx.execute(&delete, &[&ids]).await?;
                         tx.commit().await?;
                         published = rows.len();
-                        telemetry::BatchPublished {
-                            rows: published,
-                            elapsed: started.elapsed(),
-                            max_lag,
-                        }
-                        .emit();
+                        telemetry::BatchPublished { rows: published, elapsed: started.elapsed(), max_lag }.emit();
                     }
                     Err(error) => {
                         tx.rollback().await?;
@@ -154,11 +138,7 @@ pub async fn drain(
         // A full batch means more is waiting: go again at once. Otherwise sleep until a
         // notification, the poll interval, or the next lane claim.
         if published < config.relay.batch_max {
-            let wait = if owned.len() < OUTBOX_LANES as usize {
-                poll.min(claim_every)
-            } else {
-                poll
-            };
+            let wait = if owned.len() < OUTBOX_LANES as usize { poll.min(claim_every) } else { poll };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = notify_rx.recv() => {}
@@ -185,37 +165,19 @@ async fn publish(
             .unwrap_or_default();
         let event_id = row.event_id.hyphenated().to_string();
         let headers = OwnedHeaders::new_with_capacity(3)
-            .insert(Header {
-                key: "event_id",
-                value: Some(event_id.as_str()),
-            })
-            .insert(Header {
-                key: "event_type",
-                value: Some(row.event_type.as_str()),
-            })
-            .insert(Header {
-                key: "schema_fingerprint",
-                value: Some(fingerprint.as_str()),
-            });
+            .insert(Header { key: "event_id", value: Some(event_id.as_str()) })
+            .insert(Header { key: "event_type", value: Some(row.event_type.as_str()) })
+            .insert(Header { key: "schema_fingerprint", value: Some(fingerprint.as_str()) });
         producer.send(
-            FutureRecord::to(&row.topic)
-                .key(&row.key)
-                .payload(&row.payload)
-                .headers(headers)
-                .timestamp(row.created_ms),
+            FutureRecord::to(&row.topic).key(&row.key).payload(&row.payload).headers(headers).timestamp(row.created_ms),
             Timeout::After(timeout),
         )
     });
     let results = futures::future::join_all(sends).await;
-    let acked_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let acked_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     for result in results {
         result.map_err(|(error, _)| error)?;
     }
     let oldest = rows.iter().map(|r| r.created_ms).min().unwrap_or(acked_ms);
-    Ok(Duration::from_millis(
-        u64::try_from(acked_ms - oldest).unwrap_or(0),
-    ))
+    Ok(Duration::from_millis(u64::try_from(acked_ms - oldest).unwrap_or(0)))
 }

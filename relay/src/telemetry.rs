@@ -15,16 +15,10 @@ pub struct BatchPublished {
 impl BatchPublished {
     /// Logs (debug) and records.
     pub fn emit(&self) {
-        tracing::debug!(
-            rows = self.rows,
-            elapsed_ms = self.elapsed.as_millis() as u64,
-            "outbox batch published"
-        );
+        tracing::debug!(rows = self.rows, elapsed_ms = self.elapsed.as_millis() as u64, "outbox batch published");
         metrics::counter!("paystream_relay_events_published_total").increment(self.rows as u64);
-        metrics::histogram!("paystream_relay_batch_duration_seconds")
-            .record(self.elapsed.as_secs_f64());
-        metrics::histogram!("paystream_relay_commit_to_ack_seconds")
-            .record(self.max_lag.as_secs_f64());
+        metrics::histogram!("paystream_relay_batch_duration_seconds").record(self.elapsed.as_secs_f64());
+        metrics::histogram!("paystream_relay_commit_to_ack_seconds").record(self.max_lag.as_secs_f64());
     }
 }
 

@@ -47,10 +47,7 @@ impl WireSchema {
         #[allow(clippy::expect_used)]
         let schema = Schema::parse_str(avsc).expect("embedded .avsc files are valid (tested)");
         let fingerprint = fingerprint64(schema.canonical_form().as_bytes());
-        Self {
-            schema,
-            fingerprint,
-        }
+        Self { schema, fingerprint }
     }
 }
 
@@ -91,21 +88,14 @@ pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, SchemaError> {
     let writer = if fingerprint == reader.fingerprint {
         reader
     } else {
-        T::history()
-            .iter()
-            .find(|s| s.fingerprint == fingerprint)
-            .ok_or(SchemaError::UnknownSchema(fingerprint))?
+        T::history().iter().find(|s| s.fingerprint == fingerprint).ok_or(SchemaError::UnknownSchema(fingerprint))?
     };
     let mut body = Cursor::new(&bytes[10..]);
     // Resolution is needed only for an earlier writer schema.
     let resolve_to = (writer.fingerprint != reader.fingerprint).then_some(&reader.schema);
-    let value =
-        apache_avro::from_avro_datum(&writer.schema, &mut body, resolve_to).map_err(Box::new)?;
+    let value = apache_avro::from_avro_datum(&writer.schema, &mut body, resolve_to).map_err(Box::new)?;
     if body.position() as usize != bytes.len() - 10 {
-        return Err(SchemaError::Field {
-            field: "<record>",
-            problem: "trailing bytes after the record".into(),
-        });
+        return Err(SchemaError::Field { field: "<record>", problem: "trailing bytes after the record".into() });
     }
     T::from_value(value)
 }
@@ -143,58 +133,34 @@ pub(crate) fn decimal_to_avro(amount: &Decimal, scale: u32) -> Result<Value, Sch
     let mut scaled = *amount;
     scaled.rescale(scale);
     if scaled != *amount {
-        return Err(SchemaError::Field {
-            field: "amount",
-            problem: format!("more than {scale} decimal places"),
-        });
+        return Err(SchemaError::Field { field: "amount", problem: format!("more than {scale} decimal places") });
     }
     let unscaled = scaled.mantissa();
     if unscaled.unsigned_abs() >= 10u128.pow(DECIMAL_PRECISION) {
-        return Err(SchemaError::Field {
-            field: "amount",
-            problem: format!("more than {DECIMAL_PRECISION} digits"),
-        });
+        return Err(SchemaError::Field { field: "amount", problem: format!("more than {DECIMAL_PRECISION} digits") });
     }
     // Two's complement, sign-extended to a fixed width. The spec allows any width; a fixed
     // one that holds the full precision is what apache-avro's schema resolution insists on.
     let full = unscaled.to_be_bytes();
-    Ok(Value::Decimal(apache_avro::Decimal::from(
-        &full[16 - DECIMAL_BYTES..],
-    )))
+    Ok(Value::Decimal(apache_avro::Decimal::from(&full[16 - DECIMAL_BYTES..])))
 }
 
-pub(crate) fn decimal_from_avro(
-    value: Value,
-    field: &'static str,
-    scale: u32,
-) -> Result<Decimal, SchemaError> {
+pub(crate) fn decimal_from_avro(value: Value, field: &'static str, scale: u32) -> Result<Decimal, SchemaError> {
     let bytes = match value {
-        Value::Decimal(d) => <Vec<u8>>::try_from(&d).map_err(|e| SchemaError::Field {
-            field,
-            problem: e.to_string(),
-        })?,
-        Value::Bytes(b) => b,
-        other => {
-            return Err(SchemaError::Field {
-                field,
-                problem: format!("expected decimal, got {other:?}"),
-            })
+        Value::Decimal(d) => {
+            <Vec<u8>>::try_from(&d).map_err(|e| SchemaError::Field { field, problem: e.to_string() })?
         }
+        Value::Bytes(b) => b,
+        other => return Err(SchemaError::Field { field, problem: format!("expected decimal, got {other:?}") }),
     };
     if bytes.is_empty() || bytes.len() > 16 {
-        return Err(SchemaError::Field {
-            field,
-            problem: format!("{} bytes is not a valid decimal", bytes.len()),
-        });
+        return Err(SchemaError::Field { field, problem: format!("{} bytes is not a valid decimal", bytes.len()) });
     }
     let fill = if bytes[0] & 0x80 != 0 { 0xFF } else { 0x00 };
     let mut full = [fill; 16];
     full[16 - bytes.len()..].copy_from_slice(&bytes);
     let unscaled = i128::from_be_bytes(full);
-    Decimal::try_from_i128_with_scale(unscaled, scale).map_err(|e| SchemaError::Field {
-        field,
-        problem: e.to_string(),
-    })
+    Decimal::try_from_i128_with_scale(unscaled, scale).map_err(|e| SchemaError::Field { field, problem: e.to_string() })
 }
 
 /// Reads the named fields of a record value, in any order.
@@ -204,125 +170,84 @@ impl Fields {
     pub(crate) fn new(value: Value) -> Result<Self, SchemaError> {
         match value {
             Value::Record(fields) => Ok(Self(fields)),
-            other => Err(SchemaError::Field {
-                field: "<record>",
-                problem: format!("expected a record, got {other:?}"),
-            }),
+            other => {
+                Err(SchemaError::Field { field: "<record>", problem: format!("expected a record, got {other:?}") })
+            }
         }
     }
 
     fn take(&mut self, field: &'static str) -> Result<Value, SchemaError> {
-        let index =
-            self.0
-                .iter()
-                .position(|(name, _)| name == field)
-                .ok_or(SchemaError::Field {
-                    field,
-                    problem: "missing".into(),
-                })?;
+        let index = self
+            .0
+            .iter()
+            .position(|(name, _)| name == field)
+            .ok_or(SchemaError::Field { field, problem: "missing".into() })?;
         Ok(std::mem::replace(&mut self.0[index].1, Value::Null))
     }
 
     pub(crate) fn string(&mut self, field: &'static str) -> Result<String, SchemaError> {
         match self.take(field)? {
             Value::String(s) => Ok(s),
-            other => Err(SchemaError::Field {
-                field,
-                problem: format!("expected string, got {other:?}"),
-            }),
+            other => Err(SchemaError::Field { field, problem: format!("expected string, got {other:?}") }),
         }
     }
 
-    pub(crate) fn opt_string(
-        &mut self,
-        field: &'static str,
-    ) -> Result<Option<String>, SchemaError> {
+    pub(crate) fn opt_string(&mut self, field: &'static str) -> Result<Option<String>, SchemaError> {
         match self.take(field)? {
             Value::Union(_, inner) => match *inner {
                 Value::Null => Ok(None),
                 Value::String(s) => Ok(Some(s)),
-                other => Err(SchemaError::Field {
-                    field,
-                    problem: format!("expected string, got {other:?}"),
-                }),
+                other => Err(SchemaError::Field { field, problem: format!("expected string, got {other:?}") }),
             },
             Value::Null => Ok(None),
             Value::String(s) => Ok(Some(s)),
-            other => Err(SchemaError::Field {
-                field,
-                problem: format!("expected optional string, got {other:?}"),
-            }),
+            other => Err(SchemaError::Field { field, problem: format!("expected optional string, got {other:?}") }),
         }
     }
 
     pub(crate) fn uuid(&mut self, field: &'static str) -> Result<uuid::Uuid, SchemaError> {
         let s = self.string(field)?;
-        uuid::Uuid::parse_str(&s).map_err(|e| SchemaError::Field {
-            field,
-            problem: e.to_string(),
-        })
+        uuid::Uuid::parse_str(&s).map_err(|e| SchemaError::Field { field, problem: e.to_string() })
     }
 
-    pub(crate) fn opt_uuid(
-        &mut self,
-        field: &'static str,
-    ) -> Result<Option<uuid::Uuid>, SchemaError> {
+    pub(crate) fn opt_uuid(&mut self, field: &'static str) -> Result<Option<uuid::Uuid>, SchemaError> {
         match self.opt_string(field)? {
             None => Ok(None),
-            Some(s) => uuid::Uuid::parse_str(&s)
-                .map(Some)
-                .map_err(|e| SchemaError::Field {
-                    field,
-                    problem: e.to_string(),
-                }),
+            Some(s) => {
+                uuid::Uuid::parse_str(&s).map(Some).map_err(|e| SchemaError::Field { field, problem: e.to_string() })
+            }
         }
     }
 
     pub(crate) fn millis(&mut self, field: &'static str) -> Result<i64, SchemaError> {
         match self.take(field)? {
             Value::TimestampMillis(ms) | Value::Long(ms) => Ok(ms),
-            other => Err(SchemaError::Field {
-                field,
-                problem: format!("expected timestamp-millis, got {other:?}"),
-            }),
+            other => Err(SchemaError::Field { field, problem: format!("expected timestamp-millis, got {other:?}") }),
         }
     }
 
     pub(crate) fn long(&mut self, field: &'static str) -> Result<i64, SchemaError> {
         match self.take(field)? {
             Value::Long(v) => Ok(v),
-            other => Err(SchemaError::Field {
-                field,
-                problem: format!("expected long, got {other:?}"),
-            }),
+            other => Err(SchemaError::Field { field, problem: format!("expected long, got {other:?}") }),
         }
     }
 
     pub(crate) fn int(&mut self, field: &'static str) -> Result<i32, SchemaError> {
         match self.take(field)? {
             Value::Int(v) => Ok(v),
-            other => Err(SchemaError::Field {
-                field,
-                problem: format!("expected int, got {other:?}"),
-            }),
+            other => Err(SchemaError::Field { field, problem: format!("expected int, got {other:?}") }),
         }
     }
 
     pub(crate) fn bytes(&mut self, field: &'static str) -> Result<Vec<u8>, SchemaError> {
         match self.take(field)? {
             Value::Bytes(b) => Ok(b),
-            other => Err(SchemaError::Field {
-                field,
-                problem: format!("expected bytes, got {other:?}"),
-            }),
+            other => Err(SchemaError::Field { field, problem: format!("expected bytes, got {other:?}") }),
         }
     }
 
-    pub(crate) fn decimal(
-        &mut self,
-        field: &'static str,
-        scale: u32,
-    ) -> Result<Decimal, SchemaError> {
+    pub(crate) fn decimal(&mut self, field: &'static str, scale: u32) -> Result<Decimal, SchemaError> {
         decimal_from_avro(self.take(field)?, field, scale)
     }
 }
@@ -350,16 +275,7 @@ mod tests {
     /// Decimals round-trip through Avro bytes at scale 2, negative and large included.
     #[test]
     fn decimal_round_trip() {
-        for s in [
-            "0",
-            "0.01",
-            "-0.01",
-            "123.45",
-            "-128.00",
-            "127.99",
-            "1.28",
-            "99999999999999999.99",
-        ] {
+        for s in ["0", "0.01", "-0.01", "123.45", "-128.00", "127.99", "1.28", "99999999999999999.99"] {
             let d: Decimal = s.parse().unwrap();
             let v = decimal_to_avro(&d, 2).unwrap();
             assert_eq!(decimal_from_avro(v, "amount", 2).unwrap(), d, "{s}");

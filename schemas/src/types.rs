@@ -15,8 +15,7 @@ static PAYMENT_COMMAND: LazyLock<WireSchema> =
     LazyLock::new(|| WireSchema::parse(include_str!("../avro/PaymentCommand.avsc")));
 static PAYMENT_EVENT: LazyLock<WireSchema> =
     LazyLock::new(|| WireSchema::parse(include_str!("../avro/PaymentEvent.avsc")));
-static DEAD_LETTER: LazyLock<WireSchema> =
-    LazyLock::new(|| WireSchema::parse(include_str!("../avro/DeadLetter.avsc")));
+static DEAD_LETTER: LazyLock<WireSchema> = LazyLock::new(|| WireSchema::parse(include_str!("../avro/DeadLetter.avsc")));
 
 /// What a payment command asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,10 +43,7 @@ impl CommandKind {
             "payment" => Ok(Self::Payment),
             "refund" => Ok(Self::Refund),
             "chargeback" => Ok(Self::Chargeback),
-            other => Err(SchemaError::Field {
-                field: "kind",
-                problem: format!("unknown kind {other:?}"),
-            }),
+            other => Err(SchemaError::Field { field: "kind", problem: format!("unknown kind {other:?}") }),
         }
     }
 }
@@ -100,27 +96,11 @@ impl Record for PaymentCommand {
             ("kind".into(), Value::String(self.kind.as_str().into())),
             ("rail".into(), Value::String(self.rail.clone())),
             ("payment_id".into(), Value::String(self.payment_id.clone())),
-            (
-                "installment_id".into(),
-                opt_string(
-                    self.installment_id
-                        .map(|u| u.hyphenated().to_string())
-                        .as_deref(),
-                ),
-            ),
-            (
-                "amount".into(),
-                decimal_to_avro(&self.amount, AMOUNT_SCALE).unwrap_or(Value::Null),
-            ),
+            ("installment_id".into(), opt_string(self.installment_id.map(|u| u.hyphenated().to_string()).as_deref())),
+            ("amount".into(), decimal_to_avro(&self.amount, AMOUNT_SCALE).unwrap_or(Value::Null)),
             ("currency".into(), Value::String(self.currency.clone())),
-            (
-                "occurred_at".into(),
-                Value::TimestampMillis(self.occurred_at_ms),
-            ),
-            (
-                "received_at".into(),
-                Value::TimestampMillis(self.received_at_ms),
-            ),
+            ("occurred_at".into(), Value::TimestampMillis(self.occurred_at_ms)),
+            ("received_at".into(), Value::TimestampMillis(self.received_at_ms)),
         ])
     }
 
@@ -219,44 +199,15 @@ impl Record for PaymentEvent {
 
     fn to_value(&self) -> Value {
         Value::Record(vec![
-            (
-                "event_id".into(),
-                Value::String(self.event_id.hyphenated().to_string()),
-            ),
-            (
-                "event_type".into(),
-                Value::String(self.event_type.as_str().into()),
-            ),
-            (
-                "occurred_at".into(),
-                Value::TimestampMillis(self.occurred_at_ms),
-            ),
-            (
-                "aggregate_id".into(),
-                Value::String(self.aggregate_id.hyphenated().to_string()),
-            ),
+            ("event_id".into(), Value::String(self.event_id.hyphenated().to_string())),
+            ("event_type".into(), Value::String(self.event_type.as_str().into())),
+            ("occurred_at".into(), Value::TimestampMillis(self.occurred_at_ms)),
+            ("aggregate_id".into(), Value::String(self.aggregate_id.hyphenated().to_string())),
             ("provider".into(), Value::String(self.provider.clone())),
             ("payment_id".into(), Value::String(self.payment_id.clone())),
-            (
-                "installment_id".into(),
-                opt_string(
-                    self.installment_id
-                        .map(|u| u.hyphenated().to_string())
-                        .as_deref(),
-                ),
-            ),
-            (
-                "contract_id".into(),
-                opt_string(
-                    self.contract_id
-                        .map(|u| u.hyphenated().to_string())
-                        .as_deref(),
-                ),
-            ),
-            (
-                "amount".into(),
-                decimal_to_avro(&self.amount, AMOUNT_SCALE).unwrap_or(Value::Null),
-            ),
+            ("installment_id".into(), opt_string(self.installment_id.map(|u| u.hyphenated().to_string()).as_deref())),
+            ("contract_id".into(), opt_string(self.contract_id.map(|u| u.hyphenated().to_string()).as_deref())),
+            ("amount".into(), decimal_to_avro(&self.amount, AMOUNT_SCALE).unwrap_or(Value::Null)),
             ("currency".into(), Value::String(self.currency.clone())),
             ("reason".into(), opt_string(self.reason.as_deref())),
         ])
@@ -310,22 +261,13 @@ impl Record for DeadLetter {
 
     fn to_value(&self) -> Value {
         Value::Record(vec![
-            (
-                "event_id".into(),
-                Value::String(self.event_id.hyphenated().to_string()),
-            ),
-            (
-                "source_topic".into(),
-                Value::String(self.source_topic.clone()),
-            ),
+            ("event_id".into(), Value::String(self.event_id.hyphenated().to_string())),
+            ("source_topic".into(), Value::String(self.source_topic.clone())),
             ("source_partition".into(), Value::Int(self.source_partition)),
             ("source_offset".into(), Value::Long(self.source_offset)),
             ("reason".into(), Value::String(self.reason.clone())),
             ("payload".into(), Value::Bytes(self.payload.clone())),
-            (
-                "occurred_at".into(),
-                Value::TimestampMillis(self.occurred_at_ms),
-            ),
+            ("occurred_at".into(), Value::TimestampMillis(self.occurred_at_ms)),
         ])
     }
 
@@ -368,10 +310,7 @@ mod tests {
     fn command_round_trip() {
         let bytes = encode(&command()).unwrap();
         assert_eq!(&bytes[..2], &[0xC3, 0x01]);
-        assert_eq!(
-            &bytes[2..10],
-            &PaymentCommand::schema().fingerprint.to_le_bytes()
-        );
+        assert_eq!(&bytes[2..10], &PaymentCommand::schema().fingerprint.to_le_bytes());
         assert_eq!(decode::<PaymentCommand>(&bytes).unwrap(), command());
     }
 
@@ -391,36 +330,21 @@ mod tests {
             currency: "BRL".into(),
             reason: Some("unknown installment".into()),
         };
-        assert_eq!(
-            decode::<PaymentEvent>(&encode(&event).unwrap()).unwrap(),
-            event
-        );
+        assert_eq!(decode::<PaymentEvent>(&encode(&event).unwrap()).unwrap(), event);
         event.reason = None;
-        assert_eq!(
-            decode::<PaymentEvent>(&encode(&event).unwrap()).unwrap(),
-            event
-        );
+        assert_eq!(decode::<PaymentEvent>(&encode(&event).unwrap()).unwrap(), event);
     }
 
     /// Garbage, truncated values and foreign fingerprints are errors, never panics.
     #[test]
     fn bad_bytes_are_errors() {
-        assert!(matches!(
-            decode::<PaymentCommand>(b"{\"json\":1}"),
-            Err(SchemaError::NotSingleObject)
-        ));
+        assert!(matches!(decode::<PaymentCommand>(b"{\"json\":1}"), Err(SchemaError::NotSingleObject)));
         let mut bytes = encode(&command()).unwrap();
         bytes[3] ^= 0xFF;
-        assert!(matches!(
-            decode::<PaymentCommand>(&bytes),
-            Err(SchemaError::UnknownSchema(_))
-        ));
+        assert!(matches!(decode::<PaymentCommand>(&bytes), Err(SchemaError::UnknownSchema(_))));
         let bytes = encode(&command()).unwrap();
         for cut in 10..bytes.len() {
-            assert!(
-                decode::<PaymentCommand>(&bytes[..cut]).is_err(),
-                "cut at {cut}"
-            );
+            assert!(decode::<PaymentCommand>(&bytes[..cut]).is_err(), "cut at {cut}");
         }
     }
 

@@ -37,9 +37,20 @@ impl Pipeline {
     pub async fn start() -> Self {
         paystream_common::telemetry::init_tracing();
         let config = paystream_common::testing::isolated_config().await;
-        let (mut db, conn) = config.postgres.url.parse::<tokio_postgres::Config>().unwrap().connect(tokio_postgres::NoTls).await.unwrap();
+        let (mut db, conn) = config
+            .postgres
+            .url
+            .parse::<tokio_postgres::Config>()
+            .unwrap()
+            .connect(tokio_postgres::NoTls)
+            .await
+            .unwrap();
         tokio::spawn(conn);
-        let size = paystream_processor::seed::SeedSize { customers: 4, contracts_per_customer: 1, installments_per_contract: 3 };
+        let size = paystream_processor::seed::SeedSize {
+            customers: 4,
+            contracts_per_customer: 1,
+            installments_per_contract: 3,
+        };
         paystream_processor::seed::seed(&mut db, size, "BRL").await.unwrap();
         paystream_common::kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await.unwrap();
 
@@ -94,7 +105,13 @@ impl Pipeline {
     }
 
     /// A paystream-format payment webhook signed as `demo-standard`.
-    pub fn payment(&self, webhook_id: &str, payment_id: &str, installment: Uuid, amount: &str) -> (Vec<(&'static str, String)>, Vec<u8>) {
+    pub fn payment(
+        &self,
+        webhook_id: &str,
+        payment_id: &str,
+        installment: Uuid,
+        amount: &str,
+    ) -> (Vec<(&'static str, String)>, Vec<u8>) {
         let body = serde_json::to_vec(&serde_json::json!({
             "id": webhook_id,
             "type": "payment.succeeded",
@@ -108,10 +125,11 @@ impl Pipeline {
 
     /// Reads `topic` from the beginning until `done` holds for what was read, or `timeout`.
     pub async fn read_topic(&self, topic: &str, timeout: Duration, done: impl Fn(&[Record]) -> bool) -> Vec<Record> {
-        let consumer: StreamConsumer = paystream_common::kafka::consumer_config(&self.config.kafka, &format!("probe-{}", Uuid::new_v4()), "probe")
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
+        let consumer: StreamConsumer =
+            paystream_common::kafka::consumer_config(&self.config.kafka, &format!("probe-{}", Uuid::new_v4()), "probe")
+                .set("enable.auto.commit", "false")
+                .create()
+                .unwrap();
         consumer.subscribe(&[topic]).unwrap();
         let mut records: Vec<Record> = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -141,7 +159,8 @@ impl Pipeline {
 
     /// Produces raw bytes to the inbound topic, as a misbehaving producer would.
     pub async fn produce_raw(&self, key: &str, payload: &[u8]) {
-        let producer: FutureProducer = paystream_common::kafka::producer_config(&self.config.kafka, "test").create().unwrap();
+        let producer: FutureProducer =
+            paystream_common::kafka::producer_config(&self.config.kafka, "test").create().unwrap();
         producer
             .send(FutureRecord::to(&self.config.kafka.inbound_topic).key(key).payload(payload), Duration::from_secs(10))
             .await

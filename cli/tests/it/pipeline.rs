@@ -13,7 +13,8 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Decodes a single-object encoded event with nothing but the `.avsc` file and apache-avro,
 /// as a downstream team would: marker, fingerprint of the file's canonical form, body.
 fn decode_with_avsc(bytes: &[u8]) -> Vec<(String, Value)> {
-    let avsc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/avro/PaymentEvent.avsc")).unwrap();
+    let avsc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/avro/PaymentEvent.avsc")).unwrap();
     let schema = apache_avro::Schema::parse_str(&avsc).unwrap();
     assert_eq!(&bytes[..2], &[0xC3, 0x01], "single-object marker");
     let fingerprint = paystream_schemas::fingerprint64(schema.canonical_form().as_bytes());
@@ -52,11 +53,10 @@ async fn signed_webhook_becomes_balanced_payment_and_avro_event() {
     let decoded = paystream_schemas::decode::<paystream_schemas::PaymentEvent>(&e.payload).unwrap();
     assert_eq!(decoded.amount, "40.00".parse::<Decimal>().unwrap());
 
-    let row = p
-        .db
-        .query_one("SELECT status, amount_paid FROM paystream.installments WHERE id = $1", &[&installment])
-        .await
-        .unwrap();
+    let row =
+        p.db.query_one("SELECT status, amount_paid FROM paystream.installments WHERE id = $1", &[&installment])
+            .await
+            .unwrap();
     assert_eq!(row.get::<_, String>(0), if due == "40.00".parse().unwrap() { "paid" } else { "partially_paid" });
     assert_eq!(row.get::<_, Decimal>(1), "40.00".parse::<Decimal>().unwrap());
     let unbalanced: i64 = p
@@ -66,11 +66,16 @@ async fn signed_webhook_becomes_balanced_payment_and_avro_event() {
         .unwrap()
         .get(0);
     assert_eq!(unbalanced, 0);
-    let tb = p.db.query_one("SELECT debits, credits FROM paystream.trial_balance WHERE currency = 'BRL'", &[]).await.unwrap();
+    let tb =
+        p.db.query_one("SELECT debits, credits FROM paystream.trial_balance WHERE currency = 'BRL'", &[])
+            .await
+            .unwrap();
     assert_eq!(tb.get::<_, Decimal>(0), tb.get::<_, Decimal>(1));
-    let clearing: Decimal = p
-        .db
-        .query_one("SELECT balance FROM paystream.account_balances WHERE account = 'provider_clearing:demo-standard'", &[])
+    let clearing: Decimal =
+        p.db.query_one(
+            "SELECT balance FROM paystream.account_balances WHERE account = 'provider_clearing:demo-standard'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -94,19 +99,28 @@ async fn same_webhook_three_times_is_one_payment_and_one_event() {
     assert_eq!(p.post("demo-standard", &headers, &body).await.0, 202);
     let events = p
         .read_topic(&p.config.kafka.events_topic, WAIT, |r| {
-            r.iter().any(|e| paystream_schemas::decode::<paystream_schemas::PaymentEvent>(&e.payload).is_ok_and(|e| e.payment_id == "pay_dup_2"))
+            r.iter().any(|e| {
+                paystream_schemas::decode::<paystream_schemas::PaymentEvent>(&e.payload)
+                    .is_ok_and(|e| e.payment_id == "pay_dup_2")
+            })
         })
         .await;
-    let decoded: Vec<_> = events.iter().map(|e| paystream_schemas::decode::<paystream_schemas::PaymentEvent>(&e.payload).unwrap()).collect();
+    let decoded: Vec<_> = events
+        .iter()
+        .map(|e| paystream_schemas::decode::<paystream_schemas::PaymentEvent>(&e.payload).unwrap())
+        .collect();
     assert_eq!(decoded.iter().filter(|e| e.payment_id == "pay_dup_1").count(), 1, "{decoded:?}");
-    let payments: i64 = p
-        .db
-        .query_one("SELECT count(*) FROM paystream.payment WHERE provider_payment_id = 'pay_dup_1'", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let payments: i64 =
+        p.db.query_one("SELECT count(*) FROM paystream.payment WHERE provider_payment_id = 'pay_dup_1'", &[])
+            .await
+            .unwrap()
+            .get(0);
     assert_eq!(payments, 1);
-    let paid: Decimal = p.db.query_one("SELECT amount_paid FROM paystream.installments WHERE id = $1", &[&installment]).await.unwrap().get(0);
+    let paid: Decimal =
+        p.db.query_one("SELECT amount_paid FROM paystream.installments WHERE id = $1", &[&installment])
+            .await
+            .unwrap()
+            .get(0);
     assert_eq!(paid, "11.00".parse::<Decimal>().unwrap());
     p.stop().await;
 }
@@ -127,13 +141,19 @@ async fn forged_and_malformed_webhooks_never_reach_kafka() {
 
     // Signed correctly, but stale: replay protection.
     let secret = p.config.providers["demo-standard"].secrets[0].expose().to_owned();
-    let stale = paystream_ingest::signature::sign::standard_webhooks(&secret, "msg_bad_2", crate::harness::now_s() - 3600, &body);
+    let stale = paystream_ingest::signature::sign::standard_webhooks(
+        &secret,
+        "msg_bad_2",
+        crate::harness::now_s() - 3600,
+        &body,
+    );
     assert_eq!(p.post("demo-standard", &stale, &body).await.0, 401);
     // Unknown provider, malformed body (signed), wrong content type.
     let (h, b) = p.payment("msg_bad_3", "pay_bad_3", installment, "5.00");
     assert_eq!(p.post("nobody", &h, &b).await.0, 404);
     let garbage = b"{\"id\":\"x\",\"type\":\"payment.succeeded\"}".to_vec();
-    let signed = paystream_ingest::signature::sign::standard_webhooks(&secret, "msg_bad_4", crate::harness::now_s(), &garbage);
+    let signed =
+        paystream_ingest::signature::sign::standard_webhooks(&secret, "msg_bad_4", crate::harness::now_s(), &garbage);
     let (status, text) = p.post("demo-standard", &signed, &garbage).await;
     assert_eq!(status, 400, "{text}");
     let response = p
@@ -146,7 +166,8 @@ async fn forged_and_malformed_webhooks_never_reach_kafka() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 415);
     let big = vec![b' '; p.config.ingest.body_limit_bytes + 1];
-    let signed = paystream_ingest::signature::sign::standard_webhooks(&secret, "msg_bad_5", crate::harness::now_s(), &big);
+    let signed =
+        paystream_ingest::signature::sign::standard_webhooks(&secret, "msg_bad_5", crate::harness::now_s(), &big);
     assert_eq!(p.post("demo-standard", &signed, &big).await.0, 413);
 
     let inbound = p.read_topic(&p.config.kafka.inbound_topic, Duration::from_secs(3), |_| false).await;
@@ -164,7 +185,9 @@ async fn poison_message_is_dead_lettered_and_the_partition_moves_on() {
     p.produce_raw(&key, b"not avro at all").await;
     let (headers, body) = p.payment("msg_after_poison", "pay_after_poison", installment, "2.00");
     assert_eq!(p.post("demo-standard", &headers, &body).await.0, 202);
-    let n = p.wait_count("SELECT count(*) FROM paystream.payment WHERE provider_payment_id = 'pay_after_poison'", 1, WAIT).await;
+    let n = p
+        .wait_count("SELECT count(*) FROM paystream.payment WHERE provider_payment_id = 'pay_after_poison'", 1, WAIT)
+        .await;
     assert_eq!(n, 1, "the message after the poison was applied");
     let row = p.db.query_one("SELECT reason, payload, source_topic FROM paystream.dead_letters", &[]).await.unwrap();
     assert!(row.get::<_, String>(0).contains("undecodable"));
