@@ -151,6 +151,10 @@ pub struct ProcessorConfig {
     pub partition_queue: usize,
     /// Longest pause between retries of a batch that failed for a transient reason.
     pub retry_backoff_max_ms: u64,
+    /// Start newly assigned partitions at the position stored in PostgreSQL instead of the
+    /// committed offset. Off by default: the local Kafka-protocol broker stalls on assignments
+    /// with explicit offsets; correctness never depends on it.
+    pub seek_to_stored_position: bool,
 }
 
 /// The outbox relay.

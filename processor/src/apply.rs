@@ -157,7 +157,11 @@ pub async fn apply_batch(
     let Some(last) = messages.last() else {
         return Ok(outcome);
     };
-    debug_assert!(messages.windows(2).all(|w| w[0].offset < w[1].offset), "offsets ascend");
+    // The worker drops repeated offsets, so a batch ascends strictly; applying out of order
+    // would break per-installment order, so this is checked, not assumed.
+    if !messages.windows(2).all(|w| w[0].offset < w[1].offset) {
+        return Err(ApplyError::OutOfOrder(source.partition));
+    }
     let stmt = tx.prepare_cached(sql!("consumer_position_lock.sql")).await?;
     let next: i64 = tx.query_one(&stmt, &[&source.group, &source.topic, &source.partition]).await?.get(0);
     let fresh: Vec<&Message> = messages.iter().filter(|m| m.offset >= next).collect();

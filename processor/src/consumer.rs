@@ -11,8 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
-use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
 use rdkafka::message::Message as _;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -25,17 +30,113 @@ use crate::apply::{apply_batch, dead_letter_one, Message, Source};
 use crate::error::{ApplyError, ProcessorError};
 use crate::telemetry;
 
-/// Logs and counts rebalances.
-pub struct GroupContext;
+/// Handles rebalances: a revoked partition's worker is told to abandon what it has queued (the
+/// new owner reads it again from the committed offset), and, when configured, an assigned
+/// partition starts at the position stored in PostgreSQL rather than at Kafka's committed
+/// offset, which may trail it by up to one auto-commit interval. Either way the applying
+/// transaction skips what is below the stored position, so the seek only saves re-reading.
+pub struct GroupContext {
+    pool: Pool,
+    group: String,
+    topic: String,
+    runtime: tokio::runtime::Handle,
+    live: Mutex<HashMap<i32, Arc<AtomicBool>>>,
+    seek_on_assign: bool,
+}
+
+impl GroupContext {
+    /// The liveness flag of the current assignment of `partition`.
+    fn live_flag(&self, partition: i32) -> Arc<AtomicBool> {
+        let mut live = self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        live.entry(partition).or_insert_with(|| Arc::new(AtomicBool::new(true))).clone()
+    }
+
+    /// Sets each assigned partition's start offset to its stored position, when there is one.
+    /// Runs inside the rebalance callback, so it blocks briefly (bounded by a timeout); on
+    /// failure the committed offsets apply, which is still correct because the applying
+    /// transaction skips what is below the stored position.
+    fn seek_to_stored(&self, tpl: &mut TopicPartitionList) {
+        let partitions: Vec<i32> =
+            tpl.elements().iter().filter(|e| e.topic() == self.topic).map(|e| e.partition()).collect();
+        if partitions.is_empty() {
+            return;
+        }
+        let query = async {
+            let client = self.pool.get().await.map_err(|e| e.to_string())?;
+            let stmt = client
+                .prepare_cached(include_str!("../sql/consumer_position_select.sql"))
+                .await
+                .map_err(|e| e.to_string())?;
+            client.query(&stmt, &[&self.group, &self.topic, &partitions]).await.map_err(|e| e.to_string())
+        };
+        let rows = tokio::task::block_in_place(|| {
+            self.runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), query).await })
+        });
+        match rows {
+            Ok(Ok(rows)) => {
+                for row in rows {
+                    let (partition, next): (i32, i64) = (row.get(0), row.get(1));
+                    if let Err(error) = tpl.set_partition_offset(&self.topic, partition, Offset::Offset(next)) {
+                        tracing::warn!(partition, %error, "cannot start at the stored position");
+                    }
+                }
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "cannot read stored positions; starting at committed offsets"),
+            Err(_) => tracing::warn!("reading stored positions timed out; starting at committed offsets"),
+        }
+    }
+}
 
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
-    fn pre_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => telemetry::rebalance("assign", tpl.count()),
-            Rebalance::Revoke(tpl) => telemetry::rebalance("revoke", tpl.count()),
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                telemetry::rebalance("assign", tpl.count());
+                if self.seek_on_assign {
+                    self.seek_to_stored(tpl);
+                }
+                {
+                    let mut live = self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    for e in tpl.elements() {
+                        live.insert(e.partition(), Arc::new(AtomicBool::new(true)));
+                    }
+                }
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                telemetry::rebalance("revoke", tpl.count());
+                {
+                    let mut live = self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    for e in tpl.elements() {
+                        if let Some(flag) = live.remove(&e.partition()) {
+                            flag.store(false, Ordering::Release);
+                        }
+                    }
+                }
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                tracing::warn!(error = ?other, "rebalance error; dropping the assignment");
+                let mut live = self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                for (_, flag) in live.drain() {
+                    flag.store(false, Ordering::Release);
+                }
+                consumer.unassign()
+            }
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, "applying the rebalance failed");
         }
     }
 }
@@ -46,12 +147,19 @@ type GroupConsumer = StreamConsumer<GroupContext>;
 pub async fn consume(config: &Config, pool: Pool, shutdown: Shutdown) -> Result<(), ProcessorError> {
     let consumer: Arc<GroupConsumer> = Arc::new(
         paystream_common::kafka::consumer_config(&config.kafka, &config.processor.group_id, "paystream-processor")
-            .create_with_context(GroupContext)?,
+            .create_with_context(GroupContext {
+                pool: pool.clone(),
+                group: config.processor.group_id.clone(),
+                topic: config.kafka.inbound_topic.clone(),
+                runtime: tokio::runtime::Handle::current(),
+                live: Mutex::default(),
+                seek_on_assign: config.processor.seek_to_stored_position,
+            })?,
     );
     consumer.subscribe(&[&config.kafka.inbound_topic])?;
     tracing::info!(topic = %config.kafka.inbound_topic, group = %config.processor.group_id, "processor consuming");
 
-    let mut workers: HashMap<i32, mpsc::Sender<Message>> = HashMap::new();
+    let mut workers: HashMap<i32, (mpsc::Sender<Message>, Arc<AtomicBool>)> = HashMap::new();
     let mut tasks: JoinSet<Result<(), ProcessorError>> = JoinSet::new();
     let fatal = shutdown.child_token();
     let result = loop {
@@ -61,7 +169,9 @@ pub async fn consume(config: &Config, pool: Pool, shutdown: Shutdown) -> Result<
                 match done {
                     Ok(Err(error)) => break Err(error),
                     Ok(Ok(())) => {}
-                    Err(join) => tracing::error!(error = %join, "partition worker panicked"),
+                    // A panicked worker would strand its partition: stop, and let the restart
+                    // resume from the stored positions.
+                    Err(join) => break Err(ProcessorError::WorkerPanicked(join.to_string())),
                 }
             }
             received = consumer.recv() => {
@@ -76,8 +186,14 @@ pub async fn consume(config: &Config, pool: Pool, shutdown: Shutdown) -> Result<
                 let partition = m.partition();
                 let message = Message { offset: m.offset(), payload: m.payload().map(<[u8]>::to_vec) };
                 drop(m);
-                let sender = workers.entry(partition).or_insert_with(|| {
+                // A worker of an earlier assignment of this partition was told to stop by the
+                // revoke; messages of the new assignment go to a new worker.
+                if workers.get(&partition).is_some_and(|(_, live)| !live.load(Ordering::Acquire)) {
+                    workers.remove(&partition);
+                }
+                let (sender, _) = workers.entry(partition).or_insert_with(|| {
                     let (tx, rx) = mpsc::channel(config.processor.partition_queue);
+                    let live = consumer.context().live_flag(partition);
                     let source = Source {
                         group: config.processor.group_id.clone(),
                         topic: config.kafka.inbound_topic.clone(),
@@ -92,9 +208,10 @@ pub async fn consume(config: &Config, pool: Pool, shutdown: Shutdown) -> Result<
                         batch_max: config.processor.batch_max,
                         backoff_max: Duration::from_millis(config.processor.retry_backoff_max_ms),
                         stop: fatal.clone(),
+                        live: live.clone(),
                     };
                     tasks.spawn(worker.run(rx));
-                    tx
+                    (tx, live)
                 });
                 // A full queue is backpressure: the receive loop waits for that worker.
                 tokio::select! {
@@ -127,11 +244,16 @@ struct Worker {
     batch_max: usize,
     backoff_max: Duration,
     stop: Shutdown,
+    /// False once this partition was revoked from this member: queued messages are abandoned.
+    live: Arc<AtomicBool>,
 }
 
 impl Worker {
     async fn run(self, mut rx: mpsc::Receiver<Message>) -> Result<(), ProcessorError> {
         let mut batch: Vec<Message> = Vec::with_capacity(self.batch_max);
+        // Brokers may deliver the tail of a fetch again (the local broker does after a
+        // seek); an offset at or below the last one queued here is such a repeat.
+        let mut last_offset = i64::MIN;
         loop {
             batch.clear();
             let first = tokio::select! {
@@ -139,12 +261,26 @@ impl Worker {
                 m = rx.recv() => m,
             };
             let Some(first) = first else { return Ok(()) };
-            batch.push(first);
+            if !self.live.load(Ordering::Acquire) {
+                tracing::debug!(partition = self.source.partition, "partition revoked; abandoning queued messages");
+                return Ok(());
+            }
+            if first.offset > last_offset {
+                last_offset = first.offset;
+                batch.push(first);
+            }
             while batch.len() < self.batch_max {
                 match rx.try_recv() {
-                    Ok(m) => batch.push(m),
+                    Ok(m) if m.offset > last_offset => {
+                        last_offset = m.offset;
+                        batch.push(m);
+                    }
+                    Ok(_) => {}
                     Err(_) => break,
                 }
+            }
+            if batch.is_empty() {
+                continue;
             }
             self.apply_with_retry(&batch).await?;
             if let Some(last) = batch.last() {

@@ -15,6 +15,9 @@ pub enum ApplyError {
     /// A journal does not balance: a bug. Nothing was committed.
     #[error("unbalanced journal {0}: refusing to commit")]
     Unbalanced(String),
+    /// A batch's offsets do not ascend: a bug in the consumer loop.
+    #[error("batch offsets of partition {0} do not ascend")]
+    OutOfOrder(i32),
     /// An event could not be encoded: a bug or a schema problem.
     #[error("cannot encode event: {0}")]
     Encode(#[from] paystream_schemas::SchemaError),
@@ -26,7 +29,7 @@ impl ApplyError {
         match self {
             Self::Db(e) => classify(e),
             Self::Pool(_) => Disposition::Retry,
-            Self::Unbalanced(_) | Self::Encode(_) => Disposition::Fatal,
+            Self::Unbalanced(_) | Self::Encode(_) | Self::OutOfOrder(_) => Disposition::Fatal,
         }
     }
 }
@@ -40,6 +43,9 @@ pub enum ProcessorError {
     /// The database pool could not be built.
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] paystream_common::postgres::PostgresError),
+    /// A partition worker panicked (a bug); the processor stops rather than strand the partition.
+    #[error("a partition worker panicked: {0}")]
+    WorkerPanicked(String),
     /// A batch failed in a way retrying cannot fix; an operator must look.
     #[error("fatal apply error on partition {partition}: {source}")]
     Fatal {

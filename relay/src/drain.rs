@@ -157,12 +157,9 @@ async fn publish(
     timeout: Duration,
 ) -> Result<Duration, rdkafka::error::KafkaError> {
     let sends = rows.iter().map(|row| {
-        let fingerprint = row
-            .payload
-            .get(2..10)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(|b| format!("{:016x}", u64::from_le_bytes(b)))
-            .unwrap_or_default();
+        // The fingerprint's 8 bytes as they stand in the value (little-endian), in hex: what
+        // fastavro's and Java's fingerprint functions print.
+        let fingerprint = row.payload.get(2..10).map(hex::encode).unwrap_or_default();
         let event_id = row.event_id.hyphenated().to_string();
         let headers = OwnedHeaders::new_with_capacity(3)
             .insert(Header { key: "event_id", value: Some(event_id.as_str()) })

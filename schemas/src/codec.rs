@@ -46,7 +46,9 @@ impl WireSchema {
     pub fn parse(avsc: &str) -> Self {
         #[allow(clippy::expect_used)]
         let schema = Schema::parse_str(avsc).expect("embedded .avsc files are valid (tested)");
-        let fingerprint = fingerprint64(schema.canonical_form().as_bytes());
+        let canonical =
+            crate::canonical::parsing_canonical_form(avsc).expect("embedded .avsc files are valid (tested)");
+        let fingerprint = fingerprint64(canonical.as_bytes());
         Self { schema, fingerprint }
     }
 }

@@ -5,8 +5,10 @@
 //! CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical Form, then the Avro
 //! binary body. Any Avro library decodes them with the `.avsc` files and no registry.
 
+mod canonical;
 mod codec;
 mod types;
 
+pub use canonical::parsing_canonical_form;
 pub use codec::{decode, encode, fingerprint64, Record, SchemaError, WireSchema};
 pub use types::{CommandKind, DeadLetter, EventType, PaymentCommand, PaymentEvent};

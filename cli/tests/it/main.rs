@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
+mod crosslang;
 mod harness;
 mod pipeline;
 mod processor;

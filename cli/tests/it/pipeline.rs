@@ -17,7 +17,8 @@ fn decode_with_avsc(bytes: &[u8]) -> Vec<(String, Value)> {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/avro/PaymentEvent.avsc")).unwrap();
     let schema = apache_avro::Schema::parse_str(&avsc).unwrap();
     assert_eq!(&bytes[..2], &[0xC3, 0x01], "single-object marker");
-    let fingerprint = paystream_schemas::fingerprint64(schema.canonical_form().as_bytes());
+    let canonical = paystream_schemas::parsing_canonical_form(&avsc).unwrap();
+    let fingerprint = paystream_schemas::fingerprint64(canonical.as_bytes());
     assert_eq!(&bytes[2..10], &fingerprint.to_le_bytes(), "fingerprint of PaymentEvent.avsc");
     match apache_avro::from_avro_datum(&schema, &mut &bytes[10..], None).unwrap() {
         Value::Record(fields) => fields,
@@ -48,8 +49,9 @@ async fn signed_webhook_becomes_balanced_payment_and_avro_event() {
     assert_eq!(field(&fields, "event_type"), &Value::String("PaymentApplied".into()));
     assert_eq!(field(&fields, "payment_id"), &Value::String("pay_e2e_1".into()));
     assert_eq!(field(&fields, "event_id"), &Value::String(e.headers["event_id"].clone()));
-    let schema_fp = format!("{:016x}", u64::from_le_bytes(e.payload[2..10].try_into().unwrap()));
+    let schema_fp: String = e.payload[2..10].iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(e.headers["schema_fingerprint"], schema_fp);
+    assert_eq!(schema_fp, "20c984ecaa66c7d0", "PaymentEvent.avsc fingerprint as fastavro prints it");
     let decoded = paystream_schemas::decode::<paystream_schemas::PaymentEvent>(&e.payload).unwrap();
     assert_eq!(decoded.amount, "40.00".parse::<Decimal>().unwrap());
 

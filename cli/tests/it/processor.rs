@@ -29,8 +29,9 @@ impl Member {
             .env("PAYSTREAM_PROCESSOR__GROUP_ID", &config.processor.group_id)
             .env("PAYSTREAM_PROCESSOR__ADMIN_LISTEN", "127.0.0.1:0")
             .env("PAYSTREAM_PROCESSOR__BATCH_MAX", "200")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .env("RUST_LOG", std::env::var("PAYSTREAM_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()))
+            // Logs go to stdout; PAYSTREAM_TEST_CHILD_LOG=info shows them with --no-capture.
+            .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
