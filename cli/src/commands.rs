@@ -122,7 +122,7 @@ pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result
             paystream_relay::run(config, admin, shutdown).await?;
         }
         Command::Migrate => {
-            let mut client = postgres::connect(&config.postgres, None).await?;
+            let mut client = postgres::connect(&config.postgres, "paystream-cli", None).await?;
             let applied = postgres::migrate(&mut client).await?;
             println!("migrations applied: {applied}");
         }
@@ -134,7 +134,7 @@ pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result
             );
         }
         Command::Seed { customers, contracts, installments, currency } => {
-            let mut client = postgres::connect(&config.postgres, None).await?;
+            let mut client = postgres::connect(&config.postgres, "paystream-cli", None).await?;
             let size = paystream_processor::seed::SeedSize {
                 customers,
                 contracts_per_customer: contracts,
@@ -211,7 +211,7 @@ fn serde_json_string(s: &paystream_benchmarks::loadgen::Summary) -> String {
 }
 
 async fn report(config: &Config) -> anyhow::Result<()> {
-    let client = postgres::connect(&config.postgres, None).await?;
+    let client = postgres::connect(&config.postgres, "paystream-cli", None).await?;
     println!("database");
     for row in client
         .query("SELECT status, count(*), coalesce(sum(amount), 0)::text FROM paystream.payment GROUP BY status ORDER BY status", &[])

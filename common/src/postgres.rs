@@ -112,12 +112,15 @@ pub fn pool(config: &PostgresConfig) -> Result<Pool, PostgresError> {
 }
 
 /// Opens one connection outside the pool (relay lane sessions, LISTEN), driving it on a task.
-/// Notifications are forwarded to `notifications` when given.
+/// Notifications are forwarded to `notifications` when given. `application_name` names the
+/// session in `pg_stat_activity`.
 pub async fn connect(
     config: &PostgresConfig,
+    application_name: &str,
     notifications: Option<tokio::sync::mpsc::Sender<tokio_postgres::Notification>>,
 ) -> Result<tokio_postgres::Client, PostgresError> {
     let mut pg: tokio_postgres::Config = config.url.parse().map_err(PostgresError::Url)?;
+    pg.application_name(application_name);
     pg.connect_timeout(Duration::from_millis(config.connect_timeout_ms));
     pg.options(format!("-c statement_timeout={}", config.statement_timeout_ms));
     let (client, mut connection) = pg.connect(NoTls).await?;

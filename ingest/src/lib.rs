@@ -47,7 +47,11 @@ struct Provider {
 
 struct App {
     providers: HashMap<String, Provider>,
-    producer: FutureProducer,
+    producer: std::sync::RwLock<FutureProducer>,
+    producer_config: rdkafka::ClientConfig,
+    /// When the producer was last replaced; replacements are at most one per
+    /// `PRODUCER_RESET_INTERVAL`.
+    producer_reset: std::sync::Mutex<Instant>,
     topic: String,
     produce_timeout: Duration,
     body_limit: usize,
@@ -87,7 +91,9 @@ pub async fn run(
 
     let app = Arc::new(App {
         providers,
-        producer: producer.clone(),
+        producer: std::sync::RwLock::new(producer.clone()),
+        producer_config: kafka::producer_config(&config.kafka, "paystream-ingest"),
+        producer_reset: std::sync::Mutex::new(Instant::now()),
         topic: config.kafka.inbound_topic.clone(),
         produce_timeout: Duration::from_millis(config.ingest.produce_timeout_ms),
         body_limit: config.ingest.body_limit_bytes,
@@ -103,6 +109,35 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || producer.flush(Timeout::After(Duration::from_secs(5)))).await;
     tracing::info!("ingest stopped");
     Ok(())
+}
+
+/// Replacements of a failing producer are at most this frequent.
+const PRODUCER_RESET_INTERVAL: Duration = Duration::from_secs(2);
+
+impl App {
+    fn current_producer(&self) -> FutureProducer {
+        self.producer.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Replaces the producer after a failed produce. An idempotent producer can stay wedged
+    /// after its broker restarted without the producer-id state (every send then times out);
+    /// a fresh one gets a new producer id. Requests still holding the old one finish with
+    /// their own answer; a 503'd webhook that lands anyway is deduplicated downstream.
+    fn reset_producer(&self) {
+        let mut last = self.producer_reset.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if last.elapsed() < PRODUCER_RESET_INTERVAL {
+            return;
+        }
+        *last = Instant::now();
+        match self.producer_config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                *self.producer.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
+                tracing::warn!("replaced the Kafka producer after a failed produce");
+                metrics::counter!("paystream_ingest_producer_resets_total").increment(1);
+            }
+            Err(error) => tracing::error!(%error, "cannot create a Kafka producer"),
+        }
+    }
 }
 
 fn spawn_readiness_probe(producer: FutureProducer, topic: String, readiness: Readiness, shutdown: Shutdown) {
@@ -227,8 +262,9 @@ async fn accept(
     // `send` is lazy: join_all polls every send at once, so a Pix webhook's commands are
     // queued together and acknowledged in one round trip.
     let sent = Instant::now();
+    let producer = app.current_producer();
     let sends = encoded.iter().map(|(key, bytes)| {
-        app.producer.send(FutureRecord::to(&app.topic).key(key).payload(bytes), Timeout::After(app.produce_timeout))
+        producer.send(FutureRecord::to(&app.topic).key(key).payload(bytes), Timeout::After(app.produce_timeout))
     });
     let results = tokio::time::timeout(app.produce_timeout, futures::future::join_all(sends)).await;
     let ok = matches!(&results, Ok(r) if r.iter().all(Result::is_ok));
@@ -241,6 +277,7 @@ async fn accept(
         } else {
             tracing::warn!("broker did not acknowledge in time; answering 503");
         }
+        app.reset_producer();
         return Err(IngestError::BrokerUnavailable);
     }
     Ok(Accepted::Produced(encoded.len()))

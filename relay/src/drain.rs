@@ -11,7 +11,7 @@ use uuid::Uuid;
 use paystream_common::config::Config;
 use paystream_common::postgres::{self, classify, Disposition, PostgresError};
 use paystream_common::telemetry::Readiness;
-use paystream_common::{Shutdown, OUTBOX_LANES};
+use paystream_common::{kafka, Shutdown, OUTBOX_LANES};
 
 use crate::telemetry;
 
@@ -56,18 +56,20 @@ struct Row {
 /// Drains until `shutdown` or a connection error.
 pub async fn drain(
     config: &Config,
-    producer: &FutureProducer,
+    producer: &mut FutureProducer,
     readiness: &Readiness,
     shutdown: &Shutdown,
 ) -> Result<(), RelayError> {
     let (notify_tx, mut notify_rx) = tokio::sync::mpsc::channel(1);
-    let mut client = postgres::connect(&config.postgres, Some(notify_tx)).await?;
+    let mut client = postgres::connect(&config.postgres, "paystream-relay", Some(notify_tx)).await?;
     client.batch_execute("LISTEN paystream_outbox").await?;
     readiness.set(true);
     let claim = client.prepare(include_str!("../sql/outbox_claim_batch_skip_locked.sql")).await?;
     let delete = client.prepare(include_str!("../sql/outbox_delete_published.sql")).await?;
     let try_lock = client.prepare(include_str!("../sql/outbox_lane_try_lock.sql")).await?;
     let backlog = client.prepare(include_str!("../sql/outbox_backlog_select.sql")).await?;
+    let count_live = client.prepare(include_str!("../sql/relay_count_live.sql")).await?;
+    let unlock = client.prepare(include_str!("../sql/outbox_lane_unlock.sql")).await?;
     let batch_max = i64::try_from(config.relay.batch_max).unwrap_or(i64::MAX);
     let poll = Duration::from_millis(config.relay.poll_interval_ms);
     let claim_every = Duration::from_millis(config.relay.lane_claim_interval_ms);
@@ -78,7 +80,23 @@ pub async fn drain(
     let mut next_backlog = Instant::now();
     while !shutdown.is_cancelled() {
         if Instant::now() >= next_claim {
-            for lane in 0..OUTBOX_LANES {
+            // Fair share: each of the live relays owns at most ceil(lanes / relays). Extra lanes
+            // are released between batches (never while one of their batches is in flight), and
+            // free lanes are taken up to the share, so N relays split the work and a dead
+            // relay's lanes are taken over within one claim interval.
+            let live: i32 = client.query_one(&count_live, &[]).await?.get(0);
+            let share = (OUTBOX_LANES as usize).div_ceil(usize::try_from(live.max(1)).unwrap_or(1));
+            while owned.len() > share {
+                let Some(lane) = owned.pop_last() else { break };
+                client.query_one(&unlock, &[&LANE_LOCK_NAMESPACE, &i32::from(lane)]).await?;
+            }
+            // Start at a different lane per relay so that relays do not all race for lane 0.
+            let start = (std::process::id() % OUTBOX_LANES as u32) as i16;
+            for i in 0..OUTBOX_LANES {
+                if owned.len() >= share {
+                    break;
+                }
+                let lane = (start + i) % OUTBOX_LANES;
                 if !owned.contains(&lane)
                     && client.query_one(&try_lock, &[&LANE_LOCK_NAMESPACE, &i32::from(lane)]).await?.get::<_, bool>(0)
                 {
@@ -124,6 +142,14 @@ pub async fn drain(
                     Err(error) => {
                         tx.rollback().await?;
                         telemetry::batch_failed(&error);
+                        // An idempotent producer can stay wedged after its broker restarted
+                        // without the producer-id state; a fresh one gets a new producer id.
+                        // The rows are still in the outbox, so nothing is lost by dropping
+                        // what the old one had queued.
+                        match kafka::producer_config(&config.kafka, "paystream-relay").create::<FutureProducer>() {
+                            Ok(fresh) => *producer = fresh,
+                            Err(error) => tracing::error!(%error, "cannot create a Kafka producer"),
+                        }
                         tokio::select! {
                             _ = shutdown.cancelled() => break,
                             _ = tokio::time::sleep(Duration::from_millis(500)) => {}

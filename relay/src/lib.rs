@@ -24,13 +24,13 @@ pub use drain::RelayError;
 /// returned.
 pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Result<(), RelayError> {
     kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await?;
-    let producer: rdkafka::producer::FutureProducer =
+    let mut producer: rdkafka::producer::FutureProducer =
         kafka::producer_config(&config.kafka, "paystream-relay").create()?;
     let readiness = Readiness::default();
     spawn_admin(admin, readiness.clone(), shutdown.clone());
     let mut backoff = Duration::from_millis(100);
     loop {
-        let result = drain::drain(&config, &producer, &readiness, &shutdown).await;
+        let result = drain::drain(&config, &mut producer, &readiness, &shutdown).await;
         readiness.set(false);
         match result {
             Ok(()) => break,

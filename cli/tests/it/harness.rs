@@ -35,8 +35,14 @@ pub struct Pipeline {
 impl Pipeline {
     /// Seeds a small book of installments and starts the three services.
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`Pipeline::start`], with the configuration adjusted first (e.g. a private broker).
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         paystream_common::telemetry::init_tracing();
-        let config = paystream_common::testing::isolated_config().await;
+        let mut config = paystream_common::testing::isolated_config().await;
+        adjust(&mut config);
         let (mut db, conn) = config
             .postgres
             .url
@@ -76,6 +82,11 @@ impl Pipeline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Self { config, ingest, db, http, shutdown, tasks }
+    }
+
+    /// A probe that only reads topics of `config`.
+    pub fn reader(config: Config) -> ReaderOnly {
+        ReaderOnly(config)
     }
 
     /// Open installments, in a stable order.
@@ -125,36 +136,7 @@ impl Pipeline {
 
     /// Reads `topic` from the beginning until `done` holds for what was read, or `timeout`.
     pub async fn read_topic(&self, topic: &str, timeout: Duration, done: impl Fn(&[Record]) -> bool) -> Vec<Record> {
-        let consumer: StreamConsumer =
-            paystream_common::kafka::consumer_config(&self.config.kafka, &format!("probe-{}", Uuid::new_v4()), "probe")
-                .set("enable.auto.commit", "false")
-                .create()
-                .unwrap();
-        consumer.subscribe(&[topic]).unwrap();
-        let mut records: Vec<Record> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline && !done(&records) {
-            let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await else { continue };
-            // The local broker may redeliver the tail of a batch; offsets identify records.
-            if !seen.insert((m.partition(), m.offset())) {
-                continue;
-            }
-            let headers = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            records.push(Record {
-                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                payload: m.payload().unwrap_or_default().to_vec(),
-                headers,
-            });
-        }
-        records
+        read_topic(&self.config, topic, timeout, done).await
     }
 
     /// Produces raw bytes to the inbound topic, as a misbehaving producer would.
@@ -190,4 +172,191 @@ impl Pipeline {
 
 pub fn now_s() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// A service as a child process (`paystream <service>`) configured through `PAYSTREAM_*`
+/// variables, so that tests can SIGKILL it.
+pub struct Service(std::process::Child);
+
+impl Service {
+    pub fn start(service: &str, config: &Config) -> Self {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_paystream"))
+            .arg(service)
+            .env("PAYSTREAM_POSTGRES__URL", &config.postgres.url)
+            .env("PAYSTREAM_KAFKA__BROKERS", &config.kafka.brokers)
+            .env("PAYSTREAM_KAFKA__INBOUND_TOPIC", &config.kafka.inbound_topic)
+            .env("PAYSTREAM_KAFKA__EVENTS_TOPIC", &config.kafka.events_topic)
+            .env("PAYSTREAM_KAFKA__DEADLETTER_TOPIC", &config.kafka.deadletter_topic)
+            .env("PAYSTREAM_KAFKA__PARTITIONS", config.kafka.partitions.to_string())
+            .env("PAYSTREAM_KAFKA__MESSAGE_TIMEOUT_MS", config.kafka.message_timeout_ms.to_string())
+            .env("PAYSTREAM_PROCESSOR__GROUP_ID", &config.processor.group_id)
+            .env("PAYSTREAM_PROCESSOR__ADMIN_LISTEN", "127.0.0.1:0")
+            .env("PAYSTREAM_PROCESSOR__BATCH_MAX", "200")
+            .env("PAYSTREAM_RELAY__ADMIN_LISTEN", "127.0.0.1:0")
+            .env("PAYSTREAM_RELAY__BATCH_MAX", config.relay.batch_max.to_string())
+            .env("PAYSTREAM_RELAY__LANE_CLAIM_INTERVAL_MS", config.relay.lane_claim_interval_ms.to_string())
+            .env("PAYSTREAM_RELAY__POLL_INTERVAL_MS", config.relay.poll_interval_ms.to_string())
+            .env("RUST_LOG", std::env::var("PAYSTREAM_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()))
+            // Logs go to stdout; PAYSTREAM_TEST_CHILD_LOG=info shows them with --no-capture.
+            .stdout(std::process::Stdio::inherit())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Self(child)
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(mut self) {
+        self.0.kill().unwrap();
+        let _ = self.0.wait();
+    }
+
+    /// SIGTERM, then SIGKILL after 20 s.
+    pub fn terminate(mut self) {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A private Kafka-protocol broker (the local stack's tansu build) on a free port with durable
+/// sqlite storage, for tests that stop the broker without disturbing the others.
+pub struct Broker {
+    pub addr: String,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl Broker {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("paystream-broker-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut broker = Self { addr: format!("127.0.0.1:{port}"), dir, child: None };
+        broker.restart().await;
+        broker
+    }
+
+    fn binary() -> String {
+        std::env::var("PAYSTREAM_TANSU").unwrap_or_else(|_| {
+            let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+            let cache = std::env::var("PAYSTREAM_CACHE").unwrap_or_else(|_| format!("{home}/.cache/paystream"));
+            format!("{cache}/tansu-0.6.0/bin/tansu")
+        })
+    }
+
+    /// Starts (again) on the same port and storage; waits until it accepts connections.
+    pub async fn restart(&mut self) {
+        let url = format!("tcp://{}", self.addr);
+        let child = std::process::Command::new(Self::binary())
+            .current_dir(&self.dir)
+            .args([
+                "broker",
+                "--storage-engine",
+                "sqlite://broker.db",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the local broker is built (scripts/stack up)");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(&self.addr).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("private broker did not start");
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Reads `topic` from the beginning with a fresh group until `done` holds for what was read, or `timeout`.
+pub async fn read_topic(
+    config: &Config,
+    topic: &str,
+    timeout: Duration,
+    done: impl Fn(&[Record]) -> bool,
+) -> Vec<Record> {
+    let consumer: StreamConsumer =
+        paystream_common::kafka::consumer_config(&config.kafka, &format!("probe-{}", Uuid::new_v4()), "probe")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut records: Vec<Record> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let deadline = Instant::now() + timeout;
+    // `done` may look at every record; asking it after each record would be quadratic, so it
+    // is asked when the topic goes quiet and every 500 records.
+    let mut asked_at = 0;
+    while Instant::now() < deadline {
+        let received = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await;
+        if (received.is_err() || records.len() >= asked_at + 500) && {
+            asked_at = records.len();
+            done(&records)
+        } {
+            break;
+        }
+        let Ok(Ok(m)) = received else { continue };
+        // The local broker may redeliver the tail of a batch; offsets identify records.
+        if !seen.insert((m.partition(), m.offset())) {
+            continue;
+        }
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.push(Record {
+            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload: m.payload().unwrap_or_default().to_vec(),
+            headers,
+        });
+    }
+    records
+}
+
+/// A probe that only reads topics.
+pub struct ReaderOnly(Config);
+
+impl ReaderOnly {
+    pub async fn read_topic(&self, topic: &str, timeout: Duration, done: impl Fn(&[Record]) -> bool) -> Vec<Record> {
+        read_topic(&self.0, topic, timeout, done).await
+    }
 }

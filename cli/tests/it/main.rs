@@ -7,3 +7,4 @@ mod crosslang;
 mod harness;
 mod pipeline;
 mod processor;
+mod relay;

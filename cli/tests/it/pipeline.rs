@@ -200,3 +200,59 @@ async fn poison_message_is_dead_lettered_and_the_partition_moves_on() {
     assert_eq!(letter.payload, b"not avro at all");
     p.stop().await;
 }
+
+/// With the broker down, ingest answers 503 with `Retry-After` within its bounded produce
+/// timeout and acknowledges nothing; once the broker is back it accepts again, and every
+/// webhook that got a 202 is applied (a 503'd one may or may not have landed; the
+/// provider's retry is a no-op either way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broker_down_answers_503_and_recovers() {
+    let mut broker = crate::harness::Broker::start().await;
+    let addr = broker.addr.clone();
+    let p = Pipeline::start_with(|c| {
+        c.kafka.brokers = addr;
+        c.kafka.message_timeout_ms = 2000;
+        c.ingest.produce_timeout_ms = 2000;
+    })
+    .await;
+    let installments = p.installments().await;
+    let (headers, body) = p.payment("msg_up_1", "pay_up_1", installments[0].0, "1.00");
+    assert_eq!(p.post("demo-standard", &headers, &body).await.0, 202);
+
+    broker.kill();
+    let started = std::time::Instant::now();
+    let (headers, body) = p.payment("msg_down_1", "pay_down_1", installments[1].0, "1.00");
+    let response = p
+        .http
+        .post(format!("http://{}/webhooks/demo-standard", p.ingest))
+        .header("content-type", "application/json")
+        .headers(headers.iter().map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap())).collect())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(started.elapsed() < Duration::from_secs(10), "bounded by the produce timeout");
+
+    broker.restart().await;
+    let mut accepted = false;
+    for attempt in 0..60 {
+        let (headers, body) = p.payment(&format!("msg_back_{attempt}"), "pay_back_1", installments[2].0, "1.00");
+        if p.post("demo-standard", &headers, &body).await.0 == 202 {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(accepted, "ingest accepts again once the broker is back");
+    let n = p
+        .wait_count(
+            "SELECT count(*) FROM paystream.payment WHERE provider_payment_id IN ('pay_up_1', 'pay_back_1')",
+            2,
+            WAIT,
+        )
+        .await;
+    assert_eq!(n, 2, "every 202 was applied");
+    p.stop().await;
+}
