@@ -6,4 +6,5 @@
 //! optionally follows `paystream.payments.events.v1` to measure end-to-end latency and to
 //! prove that every accepted payment produced exactly one outcome event.
 
+pub mod bench;
 pub mod loadgen;

@@ -37,6 +37,9 @@ pub enum LoadgenError {
     /// Kafka error.
     #[error("Kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// A benchmark step failed.
+    #[error("benchmark: {0}")]
+    Bench(String),
     /// HTTP client error.
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),

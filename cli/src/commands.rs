@@ -42,6 +42,15 @@ pub enum Command {
     Loadgen(LoadgenArgs),
     /// Print what the database holds: payments, dead letters, outbox, trial balance.
     Report,
+    /// Measure paystream against its baselines on the local stack, side by side.
+    Bench {
+        /// Smaller sizes (a CI-sized run of about a minute).
+        #[arg(long)]
+        quick: bool,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Exit 0 when the admin endpoint answers 200 (for container health checks).
     Healthcheck {
         /// Admin address of the service to check.
@@ -149,6 +158,7 @@ pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result
         }
         Command::Loadgen(args) => return loadgen(&config, args).await,
         Command::Report => report(&config).await?,
+        Command::Bench { quick, json } => bench(&config, quick, json.as_deref()).await?,
         Command::Healthcheck { addr, path } => return Ok(healthcheck(&addr, &path).await),
     }
     Ok(ExitCode::SUCCESS)
@@ -258,4 +268,57 @@ async fn healthcheck(addr: &str, path: &str) -> ExitCode {
         Ok(Ok(true)) => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
     }
+}
+
+async fn bench(config: &Config, quick: bool, json: Option<&Path>) -> anyhow::Result<()> {
+    use paystream_benchmarks::bench::{all, Figure, Sizes};
+    let sizes = if quick {
+        Sizes {
+            processor_messages: 20_000,
+            single_messages: 3_000,
+            uniform_installments: 10_000,
+            relay_events: 20_000,
+            requests: 5_000,
+            concurrency: 64,
+        }
+    } else {
+        Sizes {
+            processor_messages: 100_000,
+            single_messages: 10_000,
+            uniform_installments: 100_000,
+            relay_events: 100_000,
+            requests: 30_000,
+            concurrency: 64,
+        }
+    };
+    let r = all(config, sizes).await?;
+    let row = |f: &Figure| {
+        println!(
+            "| {} | {:.0} {} | {} | {:.0} | {:.2} |",
+            f.name, f.value, f.unit, f.baseline_name, f.baseline, f.ratio
+        );
+    };
+    println!("| measurement | paystream | baseline | baseline figure | ratio |");
+    println!("|---|---|---|---|---|");
+    row(&r.processor_uniform);
+    row(&r.processor_hot);
+    row(&r.relay);
+    row(&r.edge.ingest);
+    let l = &r.edge.ingest_latency_at_peak;
+    println!("\ningest HTTP latency at peak (closed loop): p50 {:.2} ms, p99 {:.2} ms", l.p50_ms, l.p99_ms);
+    let l = &r.edge.ingest_latency_at_half_peak;
+    println!(
+        "ingest HTTP latency at half peak ({:.0}/s open loop): p50 {:.2} ms, p99 {:.2} ms",
+        r.edge.half_peak_rate, l.p50_ms, l.p99_ms
+    );
+    if let Some(l) = &r.edge.e2e_latency_at_half_peak {
+        println!(
+            "end-to-end latency at half peak (webhook to event read back): p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {} payments with one outcome, {} missing or doubled",
+            l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, r.edge.e2e_outcomes_ok, r.edge.e2e_outcomes_bad
+        );
+    }
+    if let Some(path) = json {
+        std::fs::write(path, serde_json::to_string_pretty(&r)?)?;
+    }
+    Ok(())
 }

@@ -55,6 +55,10 @@ pub fn consumer_config(kafka: &KafkaConfig, group_id: &str, client_id: &str) -> 
         // Notice a dead member within 10 s instead of the default 45 s.
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
+        // Also the rebalance timeout: how long a rebalance waits for members to rejoin. The
+        // receive loop polls continuously (backpressure waits are short), so 30 s is ample,
+        // and a rebalance stalled by a vanished member ends sooner than the 300 s default.
+        .set("max.poll.interval.ms", "30000")
         // Bound what librdkafka prefetches per partition.
         .set("queued.max.messages.kbytes", "16384")
         .set("fetch.wait.max.ms", "10");

@@ -1,0 +1,434 @@
+//! Side-by-side measurements on the local stack, each paystream figure next to the limit or
+//! baseline it is judged against, measured in the same run (this machine is shared and
+//! noisy: ratios mean more than absolute figures).
+//!
+//! - processor: payments/s applied from a pre-filled topic, batched (`processor.batch_max`)
+//!   and limited to one payment per transaction, uniform over many installments and hot
+//!   over 10;
+//! - relay: events/s drained from a filled outbox, and a plain producer sending the same
+//!   bytes to the same broker;
+//! - ingest: webhooks/s accepted, and a bare server answering 202 under the same load;
+//! - pipeline: end-to-end latency at half the ingest peak, from webhook to event read back.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+use paystream_common::{outbox_lane, Config, Shutdown};
+use paystream_schemas::{encode, CommandKind, EventType, PaymentCommand, PaymentEvent};
+
+use crate::loadgen::{self, Latency, LoadgenError};
+
+/// One measured figure with its baseline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    /// What was measured.
+    pub name: String,
+    /// paystream's rate (per second).
+    pub value: f64,
+    /// The baseline's rate (per second), measured in the same run.
+    pub baseline: f64,
+    /// What the baseline is.
+    pub baseline_name: String,
+    /// value / baseline.
+    pub ratio: f64,
+    /// Unit of both.
+    pub unit: String,
+}
+
+impl Figure {
+    fn new(name: &str, value: f64, baseline_name: &str, baseline: f64, unit: &str) -> Self {
+        Self {
+            name: name.into(),
+            value,
+            baseline,
+            baseline_name: baseline_name.into(),
+            ratio: if baseline > 0.0 { value / baseline } else { 0.0 },
+            unit: unit.into(),
+        }
+    }
+}
+
+fn unique(config: &Config, tag: &str) -> Config {
+    let mut c = config.clone();
+    let id = Uuid::new_v4().simple().to_string()[..8].to_owned();
+    c.kafka.inbound_topic = format!("bench.{tag}.{id}.inbound");
+    c.kafka.events_topic = format!("bench.{tag}.{id}.events");
+    c.kafka.deadletter_topic = format!("bench.{tag}.{id}.deadletter");
+    c.processor.group_id = format!("bench-{tag}-{id}");
+    let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+    c.ingest.listen = any;
+    c.ingest.admin_listen = any;
+    c.processor.admin_listen = any;
+    c.relay.admin_listen = any;
+    c
+}
+
+async fn db(config: &Config) -> Result<tokio_postgres::Client, LoadgenError> {
+    let (client, conn) = config.postgres.url.parse::<tokio_postgres::Config>()?.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// Seeds (idempotently) at least `n` installments with one installment per contract and
+/// returns `n` of them.
+async fn installments(config: &Config, n: i32) -> Result<Vec<Uuid>, LoadgenError> {
+    let client = db(config).await?;
+    let size_sql = "SELECT count(*) FROM paystream.installment";
+    let have: i64 = client.query_one(size_sql, &[]).await?.get(0);
+    if have < i64::from(n) {
+        for sql in [
+            "INSERT INTO paystream.customer (id, name, tax_id) SELECT md5('bench/c/' || c)::uuid, 'Bench ' || c, lpad(c::text, 11, '0') FROM generate_series(1, $1::int) c ON CONFLICT DO NOTHING",
+            "INSERT INTO paystream.contract (id, customer_id, currency, principal) SELECT md5('bench/k/' || c)::uuid, md5('bench/c/' || c)::uuid, 'BRL', 1000000 FROM generate_series(1, $1::int) c ON CONFLICT DO NOTHING",
+            "INSERT INTO paystream.installment (id, contract_id, seq, due_date, currency, amount_due) SELECT md5('bench/i/' || c)::uuid, md5('bench/k/' || c)::uuid, 1, date '2027-01-10', 'BRL', 1000000 FROM generate_series(1, $1::int) c ON CONFLICT DO NOTHING",
+        ] {
+            client.execute(sql, &[&n]).await?;
+        }
+    }
+    let rows = client.query("SELECT md5('bench/i/' || c)::uuid FROM generate_series(1, $1::int) c", &[&n]).await?;
+    Ok(rows.into_iter().map(|r| r.get(0)).collect())
+}
+
+/// Payments/s applied from a pre-filled topic of `messages` payments over `spread`
+/// installments, with `batch_max` payments per transaction at most.
+pub async fn processor(config: &Config, messages: u64, spread: i32, batch_max: usize) -> Result<f64, LoadgenError> {
+    let mut config = unique(config, "processor");
+    config.processor.batch_max = batch_max;
+    paystream_common::kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await?;
+    let targets = installments(&config, spread).await?;
+    let producer: FutureProducer = paystream_common::kafka::producer_config(&config.kafka, "bench-fill").create()?;
+    let run = Uuid::new_v4().simple().to_string();
+    let mut sends = Vec::with_capacity(messages as usize);
+    for i in 0..messages {
+        let installment = targets[(i as usize) % targets.len()];
+        let command = PaymentCommand {
+            webhook_id: format!("b_{run}_{i}"),
+            provider: "bench".into(),
+            kind: CommandKind::Payment,
+            rail: "pix".into(),
+            payment_id: format!("b_{run}_{i}"),
+            installment_id: Some(installment),
+            amount: Decimal::new(1, 2),
+            currency: "BRL".into(),
+            occurred_at_ms: 0,
+            received_at_ms: 0,
+        };
+        sends.push((installment.to_string(), encode(&command).map_err(|e| LoadgenError::Bench(e.to_string()))?));
+    }
+    for chunk in sends.chunks(10_000) {
+        let futures = chunk.iter().map(|(k, v)| {
+            producer.send(FutureRecord::to(&config.kafka.inbound_topic).key(k).payload(v), Duration::from_secs(30))
+        });
+        for r in futures::future::join_all(futures).await {
+            r.map_err(|(e, _)| e)?;
+        }
+    }
+    let client = db(&config).await?;
+    let shutdown = Shutdown::new();
+    let admin =
+        TcpListener::bind(config.processor.admin_listen).await.map_err(|e| LoadgenError::Bench(e.to_string()))?;
+    let started = Instant::now();
+    let task = {
+        let (c, s) = (config.clone(), shutdown.clone());
+        tokio::spawn(async move { paystream_processor::run(c, admin, s).await })
+    };
+    let done_sql =
+        "SELECT coalesce(sum(next_offset), 0)::bigint FROM paystream.consumer_position WHERE consumer_group = $1";
+    let want = i64::try_from(messages).unwrap_or(i64::MAX);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let elapsed = loop {
+        let done: i64 = client.query_one(done_sql, &[&config.processor.group_id]).await?.get(0);
+        if done >= want || Instant::now() > deadline {
+            break started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    shutdown.cancel();
+    let _ = task.await;
+    client.execute("DELETE FROM paystream.outbox WHERE topic = $1", &[&config.kafka.events_topic]).await?;
+    Ok(messages as f64 / elapsed.as_secs_f64())
+}
+
+fn event(aggregate: Uuid, seq: u64) -> PaymentEvent {
+    PaymentEvent {
+        event_id: Uuid::new_v4(),
+        event_type: EventType::PaymentApplied,
+        occurred_at_ms: 1,
+        aggregate_id: aggregate,
+        provider: "bench".into(),
+        payment_id: format!("pay_{seq:012}"),
+        installment_id: Some(aggregate),
+        contract_id: Some(aggregate),
+        amount: Decimal::new(12345, 2),
+        currency: "BRL".into(),
+        reason: None,
+    }
+}
+
+/// Events/s drained by one relay from an outbox of `events` rows, and events/s of a plain
+/// producer sending the same bytes with the same keys to the same broker.
+pub async fn relay(config: &Config, events: u64) -> Result<(f64, f64), LoadgenError> {
+    let mut config = unique(config, "relay");
+    config.relay.batch_max = 1000;
+    paystream_common::kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await?;
+    let aggregates: Vec<Uuid> = (0..1000).map(|_| Uuid::new_v4()).collect();
+    let rows: Vec<(String, Uuid, Vec<u8>)> = (0..events)
+        .map(|i| {
+            let e = event(aggregates[(i as usize) % aggregates.len()], i);
+            (e.aggregate_id.to_string(), e.event_id, encode(&e).unwrap_or_default())
+        })
+        .collect();
+
+    // Plain producer first: the broker's and client's limit for these bytes.
+    let producer: FutureProducer = paystream_common::kafka::producer_config(&config.kafka, "bench-plain").create()?;
+    let plain_topic = config.kafka.deadletter_topic.clone();
+    let started = Instant::now();
+    for chunk in rows.chunks(10_000) {
+        let futures = chunk
+            .iter()
+            .map(|(k, _, v)| producer.send(FutureRecord::to(&plain_topic).key(k).payload(v), Duration::from_secs(30)));
+        for r in futures::future::join_all(futures).await {
+            r.map_err(|(e, _)| e)?;
+        }
+    }
+    let plain = events as f64 / started.elapsed().as_secs_f64();
+
+    let client = db(&config).await?;
+    let insert = include_str!("../../processor/sql/outbox_insert_batch.sql");
+    for chunk in rows.chunks(20_000) {
+        let lanes: Vec<i16> = chunk.iter().map(|(k, _, _)| outbox_lane(k)).collect();
+        let topics: Vec<&str> = chunk.iter().map(|_| config.kafka.events_topic.as_str()).collect();
+        let keys: Vec<&str> = chunk.iter().map(|(k, _, _)| k.as_str()).collect();
+        let ids: Vec<Uuid> = chunk.iter().map(|(_, id, _)| *id).collect();
+        let types: Vec<&str> = chunk.iter().map(|_| "PaymentApplied").collect();
+        let payloads: Vec<&[u8]> = chunk.iter().map(|(_, _, p)| p.as_slice()).collect();
+        client.execute(insert, &[&lanes, &topics, &keys, &ids, &types, &payloads]).await?;
+    }
+    let shutdown = Shutdown::new();
+    let admin = TcpListener::bind(config.relay.admin_listen).await.map_err(|e| LoadgenError::Bench(e.to_string()))?;
+    let started = Instant::now();
+    let task = {
+        let (c, s) = (config.clone(), shutdown.clone());
+        tokio::spawn(async move { paystream_relay::run(c, admin, s).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let elapsed = loop {
+        let left: i64 = client
+            .query_one("SELECT count(*) FROM paystream.outbox WHERE topic = $1", &[&config.kafka.events_topic])
+            .await?
+            .get(0);
+        if left == 0 || Instant::now() > deadline {
+            break started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    shutdown.cancel();
+    let _ = task.await;
+    Ok((events as f64 / elapsed.as_secs_f64(), plain))
+}
+
+/// A server that answers 202 to every webhook without verifying or producing: the HTTP
+/// stack's limit under the same load generator.
+async fn bare_server() -> Result<(SocketAddr, Shutdown), LoadgenError> {
+    use axum::routing::post;
+    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| LoadgenError::Bench(e.to_string()))?;
+    let addr = listener.local_addr().map_err(|e| LoadgenError::Bench(e.to_string()))?;
+    let shutdown = Shutdown::new();
+    let app = axum::Router::new().route(
+        "/webhooks/{provider}",
+        post(|_body: axum::body::Bytes| async { (axum::http::StatusCode::ACCEPTED, "{\"status\":\"accepted\"}") }),
+    );
+    let s = shutdown.clone();
+    tokio::spawn(
+        async move { axum::serve(listener, app).with_graceful_shutdown(async move { s.cancelled().await }).await },
+    );
+    Ok((addr, shutdown))
+}
+
+/// Results of the edge and pipeline measurements.
+#[derive(Debug, Clone, Serialize)]
+pub struct EdgeResult {
+    /// Ingest vs bare server, closed loop.
+    pub ingest: Figure,
+    /// Ingest's HTTP latency at peak (closed loop).
+    pub ingest_latency_at_peak: Latency,
+    /// Open-loop rate used for the latency run (half the ingest peak).
+    pub half_peak_rate: f64,
+    /// Ingest's HTTP latency at half peak (open loop).
+    pub ingest_latency_at_half_peak: Latency,
+    /// End-to-end latency at half peak: webhook intended send to event read back.
+    pub e2e_latency_at_half_peak: Option<Latency>,
+    /// Payments with exactly one outcome event in the half-peak run.
+    pub e2e_outcomes_ok: u64,
+    /// Payments missing or doubled in the half-peak run.
+    pub e2e_outcomes_bad: u64,
+}
+
+/// Ingest vs a bare server under the same closed-loop load, then the whole pipeline at half
+/// the ingest peak (open loop) with end-to-end latency.
+pub async fn edge(config: &Config, requests: u64, concurrency: usize) -> Result<EdgeResult, LoadgenError> {
+    let mut config = unique(config, "edge");
+    for p in config.providers.values_mut() {
+        p.rate_per_second = 1_000_000;
+        p.burst = 1_000_000;
+    }
+    paystream_common::kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await?;
+    let options = |target: String, count: u64, rate: Option<f64>, follow: bool| loadgen::Options {
+        target,
+        provider: "demo-standard".into(),
+        count,
+        rate,
+        concurrency,
+        duplicates: 0.0,
+        bad: 0.0,
+        follow_events: follow,
+        events_timeout: Duration::from_secs(60),
+        progress: false,
+        seed: 7,
+    };
+    let (bare_addr, bare_stop) = bare_server().await?;
+    let bare = loadgen::run(&config, options(format!("http://{bare_addr}"), requests, None, false)).await?;
+    bare_stop.cancel();
+
+    let shutdown = Shutdown::new();
+    let bind = |_: ()| async { TcpListener::bind("127.0.0.1:0").await.map_err(|e| LoadgenError::Bench(e.to_string())) };
+    let (listener, admin) = (bind(()).await?, bind(()).await?);
+    let ingest_addr = listener.local_addr().map_err(|e| LoadgenError::Bench(e.to_string()))?;
+    let mut tasks = Vec::new();
+    {
+        let (c, s) = (config.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            let _ = paystream_ingest::run(c, listener, admin, s).await;
+        }));
+    }
+    let ingest = loadgen::run(&config, options(format!("http://{ingest_addr}"), requests, None, false)).await?;
+
+    // The rest of the pipeline, then half the ingest peak, open loop.
+    for service in ["processor", "relay"] {
+        let (c, s) = (config.clone(), shutdown.clone());
+        let admin = bind(()).await?;
+        tasks.push(tokio::spawn(async move {
+            let _ = match service {
+                "processor" => paystream_processor::run(c, admin, s).await.map_err(|e| e.to_string()),
+                _ => paystream_relay::run(c, admin, s).await.map_err(|e| e.to_string()),
+            };
+        }));
+    }
+    // Let the processor drain what the peak run enqueued before measuring latency.
+    let client = db(&config).await?;
+    let want = i64::try_from(ingest.statuses.get(&202).copied().unwrap_or(0)).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < deadline {
+        let done: i64 = client
+            .query_one(
+                "SELECT coalesce(sum(next_offset), 0)::bigint FROM paystream.consumer_position WHERE consumer_group = $1",
+                &[&config.processor.group_id],
+            )
+            .await?
+            .get(0);
+        let pending: i64 = client.query_one("SELECT pending FROM paystream.outbox_backlog", &[]).await?.get(0);
+        if done >= want && pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let half = ingest.accepted_per_s / 2.0;
+    let half_count = ((half * 10.0) as u64).clamp(500, requests);
+    let at_half = loadgen::run(&config, options(format!("http://{ingest_addr}"), half_count, Some(half), true)).await?;
+    shutdown.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(EdgeResult {
+        ingest: Figure::new(
+            "ingest webhooks accepted",
+            ingest.accepted_per_s,
+            "bare HTTP server answering 202",
+            bare.accepted_per_s,
+            "req/s",
+        ),
+        ingest_latency_at_peak: ingest.http_latency,
+        half_peak_rate: half,
+        ingest_latency_at_half_peak: at_half.http_latency,
+        e2e_latency_at_half_peak: at_half.e2e_latency,
+        e2e_outcomes_ok: at_half.payments_with_one_outcome,
+        e2e_outcomes_bad: at_half.payments_missing_outcome + at_half.payments_doubled,
+    })
+}
+
+/// Everything, in one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Processor, uniform over many installments: batched vs one payment per transaction.
+    pub processor_uniform: Figure,
+    /// Processor, hot over 10 installments: batched vs one payment per transaction.
+    pub processor_hot: Figure,
+    /// Relay vs plain producer.
+    pub relay: Figure,
+    /// Ingest and the whole pipeline.
+    pub edge: EdgeResult,
+}
+
+/// Sizes of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    /// Payments for the batched processor runs.
+    pub processor_messages: u64,
+    /// Payments for the one-per-transaction runs (slower, so fewer).
+    pub single_messages: u64,
+    /// Installments of the uniform case.
+    pub uniform_installments: i32,
+    /// Outbox rows for the relay.
+    pub relay_events: u64,
+    /// Webhooks for the ingest runs.
+    pub requests: u64,
+    /// Connections of the closed-loop runs.
+    pub concurrency: usize,
+}
+
+/// Runs every measurement, printing progress on stderr.
+pub async fn all(config: &Config, sizes: Sizes) -> Result<Report, LoadgenError> {
+    let step = |s: &str| eprintln!("[bench] {s}");
+    step("processor, uniform, batched");
+    let uniform =
+        processor(config, sizes.processor_messages, sizes.uniform_installments, config.processor.batch_max).await?;
+    step("processor, uniform, one payment per transaction");
+    let uniform_single = processor(config, sizes.single_messages, sizes.uniform_installments, 1).await?;
+    step("processor, hot (10 installments), batched");
+    let hot = processor(config, sizes.processor_messages, 10, config.processor.batch_max).await?;
+    step("processor, hot (10 installments), one payment per transaction");
+    let hot_single = processor(config, sizes.single_messages, 10, 1).await?;
+    step("relay and plain producer");
+    let (relay, plain) = relay(config, sizes.relay_events).await?;
+    step("ingest, bare server, pipeline at half peak");
+    let edge = edge(config, sizes.requests, sizes.concurrency).await?;
+    Ok(Report {
+        processor_uniform: Figure::new(
+            &format!("processor, uniform over {} installments", sizes.uniform_installments),
+            uniform,
+            "one payment per transaction",
+            uniform_single,
+            "payments/s",
+        ),
+        processor_hot: Figure::new(
+            "processor, hot over 10 installments",
+            hot,
+            "one payment per transaction",
+            hot_single,
+            "payments/s",
+        ),
+        relay: Figure::new(
+            "relay events drained from the outbox",
+            relay,
+            "plain rdkafka producer, same bytes",
+            plain,
+            "events/s",
+        ),
+        edge,
+    })
+}
