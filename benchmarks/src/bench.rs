@@ -173,8 +173,7 @@ fn event(aggregate: Uuid, seq: u64) -> PaymentEvent {
 /// Events/s drained by one relay from an outbox of `events` rows, and events/s of a plain
 /// producer sending the same bytes with the same keys to the same broker.
 pub async fn relay(config: &Config, events: u64) -> Result<(f64, f64), LoadgenError> {
-    let mut config = unique(config, "relay");
-    config.relay.batch_max = 1000;
+    let config = unique(config, "relay");
     paystream_common::kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await?;
     let aggregates: Vec<Uuid> = (0..1000).map(|_| Uuid::new_v4()).collect();
     let rows: Vec<(String, Uuid, Vec<u8>)> = (0..events)
@@ -257,7 +256,10 @@ pub struct EdgeResult {
     pub ingest: Figure,
     /// Ingest's HTTP latency at peak (closed loop).
     pub ingest_latency_at_peak: Latency,
-    /// Open-loop rate used for the latency run (half the ingest peak).
+    /// The whole pipeline's sustained payments/s: closed loop with every service running,
+    /// counted until the last outcome event was read back.
+    pub pipeline_sustained: f64,
+    /// Open-loop rate used for the latency run (half the pipeline's sustained rate).
     pub half_peak_rate: f64,
     /// Ingest's HTTP latency at half peak (open loop).
     pub ingest_latency_at_half_peak: Latency,
@@ -269,8 +271,8 @@ pub struct EdgeResult {
     pub e2e_outcomes_bad: u64,
 }
 
-/// Ingest vs a bare server under the same closed-loop load, then the whole pipeline at half
-/// the ingest peak (open loop) with end-to-end latency.
+/// Ingest vs a bare server under the same closed-loop load, then the whole pipeline's
+/// sustained rate, then the pipeline at half that rate (open loop) with end-to-end latency.
 pub async fn edge(config: &Config, requests: u64, concurrency: usize) -> Result<EdgeResult, LoadgenError> {
     let mut config = unique(config, "edge");
     for p in config.providers.values_mut() {
@@ -337,8 +339,16 @@ pub async fn edge(config: &Config, requests: u64, concurrency: usize) -> Result<
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let half = ingest.accepted_per_s / 2.0;
-    let half_count = ((half * 10.0) as u64).clamp(500, requests);
+    // The pipeline's sustained rate: closed loop with every service sharing the machine,
+    // until the last outcome is read back.
+    let sustained_run =
+        loadgen::run(&config, options(format!("http://{ingest_addr}"), requests / 2, None, true)).await?;
+    let sustained =
+        sustained_run.payments as f64 / sustained_run.outcomes_complete_s.unwrap_or(f64::INFINITY).max(1e-9);
+    // Let that backlog drain, then half the sustained rate, open loop, for 20 s at most.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let half = sustained / 2.0;
+    let half_count = ((half * 20.0) as u64).clamp(500, requests);
     let at_half = loadgen::run(&config, options(format!("http://{ingest_addr}"), half_count, Some(half), true)).await?;
     shutdown.cancel();
     for t in tasks {
@@ -353,6 +363,7 @@ pub async fn edge(config: &Config, requests: u64, concurrency: usize) -> Result<
             "req/s",
         ),
         ingest_latency_at_peak: ingest.http_latency,
+        pipeline_sustained: sustained,
         half_peak_rate: half,
         ingest_latency_at_half_peak: at_half.http_latency,
         e2e_latency_at_half_peak: at_half.e2e_latency,

@@ -134,6 +134,9 @@ pub struct Summary {
     pub payments_doubled: u64,
     /// End-to-end latency, webhook intended send time to the outcome event read back.
     pub e2e_latency: Option<Latency>,
+    /// Seconds from the first send until the last outcome event was read back (with
+    /// `follow_events`): the pipeline's sustained rate is `payments / outcomes_complete_s`.
+    pub outcomes_complete_s: Option<f64>,
 }
 
 struct Planned {
@@ -331,7 +334,7 @@ pub async fn run(config: &Config, opts: Options) -> Result<Summary, LoadgenError
     }
     if let Some(follower) = follower {
         let sent = first_sent.lock().map(|f| f.clone()).unwrap_or_default();
-        follower.finish(&planned, &sent, opts.events_timeout, &mut summary).await;
+        follower.finish(&planned, &sent, started, opts.events_timeout, &mut summary).await;
     }
     Ok(summary)
 }
@@ -409,6 +412,7 @@ impl Follower {
         self,
         planned: &[Planned],
         sent: &HashMap<usize, (Instant, bool)>,
+        started: Instant,
         timeout: Duration,
         summary: &mut Summary,
     ) {
@@ -433,6 +437,7 @@ impl Follower {
         self.stop.store(true, Ordering::Relaxed);
         let events = self.events.lock().map(|e| e.clone()).unwrap_or_default();
         let mut e2e = new_histogram();
+        let mut last_outcome = started;
         for i in &accepted {
             let p = &planned[*i];
             match events.get(&p.payment_id) {
@@ -447,6 +452,7 @@ impl Follower {
                         sent.get(i),
                     ) {
                         let _ = e2e.record(at.saturating_duration_since(*intended).as_micros() as u64);
+                        last_outcome = last_outcome.max(*at);
                     }
                 }
                 None => summary.payments_missing_outcome += 1,
@@ -458,6 +464,7 @@ impl Follower {
             }
         }
         summary.e2e_latency = Some(Latency::from(&e2e));
+        summary.outcomes_complete_s = Some(last_outcome.saturating_duration_since(started).as_secs_f64());
     }
 }
 
