@@ -75,22 +75,22 @@ async fn db(config: &Config) -> Result<tokio_postgres::Client, LoadgenError> {
     Ok(client)
 }
 
-/// Seeds (idempotently) at least `n` installments with one installment per contract and
-/// returns `n` of them.
-async fn installments(config: &Config, n: i32) -> Result<Vec<Uuid>, LoadgenError> {
+/// Seeds (idempotently) `n` installments of `amount_due` named by `namespace`, one per
+/// contract, and returns them. The edge runs pay installments in full, so each of them uses a
+/// fresh namespace; the processor runs pay 0.01 at a time into large installments.
+async fn installments(config: &Config, namespace: &str, n: i32, amount_due: i64) -> Result<Vec<Uuid>, LoadgenError> {
     let client = db(config).await?;
-    let size_sql = "SELECT count(*) FROM paystream.installment";
-    let have: i64 = client.query_one(size_sql, &[]).await?.get(0);
-    if have < i64::from(n) {
-        for sql in [
-            "INSERT INTO paystream.customer (id, name, tax_id) SELECT md5('bench/c/' || c)::uuid, 'Bench ' || c, lpad(c::text, 11, '0') FROM generate_series(1, $1::int) c ON CONFLICT DO NOTHING",
-            "INSERT INTO paystream.contract (id, customer_id, currency, principal) SELECT md5('bench/k/' || c)::uuid, md5('bench/c/' || c)::uuid, 'BRL', 1000000 FROM generate_series(1, $1::int) c ON CONFLICT DO NOTHING",
-            "INSERT INTO paystream.installment (id, contract_id, seq, due_date, currency, amount_due) SELECT md5('bench/i/' || c)::uuid, md5('bench/k/' || c)::uuid, 1, date '2027-01-10', 'BRL', 1000000 FROM generate_series(1, $1::int) c ON CONFLICT DO NOTHING",
-        ] {
-            client.execute(sql, &[&n]).await?;
-        }
+    let amount = Decimal::from(amount_due);
+    for sql in [
+        "INSERT INTO paystream.customer (id, name, tax_id) SELECT md5($2 || '/c/' || c)::uuid, 'Bench ' || c || ' ' || $3::numeric::text, lpad(c::text, 11, '0') FROM generate_series(1, $1::int) c ON CONFLICT DO NOTHING",
+        "INSERT INTO paystream.contract (id, customer_id, currency, principal) SELECT md5($2 || '/k/' || c)::uuid, md5($2 || '/c/' || c)::uuid, 'BRL', $3 FROM generate_series(1, $1::int) c ON CONFLICT DO NOTHING",
+        "INSERT INTO paystream.installment (id, contract_id, seq, due_date, currency, amount_due) SELECT md5($2 || '/i/' || c)::uuid, md5($2 || '/k/' || c)::uuid, 1, date '2027-01-10', 'BRL', $3 FROM generate_series(1, $1::int) c ON CONFLICT DO NOTHING",
+    ] {
+        client.execute(sql, &[&n, &namespace, &amount]).await?;
     }
-    let rows = client.query("SELECT md5('bench/i/' || c)::uuid FROM generate_series(1, $1::int) c", &[&n]).await?;
+    let rows = client
+        .query("SELECT md5($2 || '/i/' || c)::uuid FROM generate_series(1, $1::int) c", &[&n, &namespace])
+        .await?;
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
 }
 
@@ -100,7 +100,7 @@ pub async fn processor(config: &Config, messages: u64, spread: i32, batch_max: u
     let mut config = unique(config, "processor");
     config.processor.batch_max = batch_max;
     paystream_common::kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await?;
-    let targets = installments(&config, spread).await?;
+    let targets = installments(&config, "bench", spread, 1_000_000).await?;
     let producer: FutureProducer = paystream_common::kafka::producer_config(&config.kafka, "bench-fill").create()?;
     let run = Uuid::new_v4().simple().to_string();
     let mut sends = Vec::with_capacity(messages as usize);
@@ -280,6 +280,9 @@ pub async fn edge(config: &Config, requests: u64, concurrency: usize) -> Result<
         p.burst = 1_000_000;
     }
     paystream_common::kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await?;
+    // Fresh installments for the payments of these runs (they pay installments in full).
+    let fresh = i32::try_from(requests * 2).unwrap_or(i32::MAX);
+    installments(&config, &format!("bench-edge-{}", Uuid::new_v4().simple()), fresh, 250).await?;
     let options = |target: String, count: u64, rate: Option<f64>, follow: bool| loadgen::Options {
         target,
         provider: "demo-standard".into(),
