@@ -81,13 +81,12 @@ async fn db(config: &Config) -> Result<tokio_postgres::Client, LoadgenError> {
 async fn installments(config: &Config, namespace: &str, n: i32, amount_due: i64) -> Result<Vec<Uuid>, LoadgenError> {
     let client = db(config).await?;
     let amount = Decimal::from(amount_due);
-    for sql in [
-        "INSERT INTO paystream.customer (id, name, tax_id) SELECT md5($2 || '/c/' || c)::uuid, 'Bench ' || c || ' ' || $3::numeric::text, lpad(c::text, 11, '0') FROM generate_series(1, $1::int) c ON CONFLICT DO NOTHING",
-        "INSERT INTO paystream.contract (id, customer_id, currency, principal) SELECT md5($2 || '/k/' || c)::uuid, md5($2 || '/c/' || c)::uuid, 'BRL', $3 FROM generate_series(1, $1::int) c ON CONFLICT DO NOTHING",
-        "INSERT INTO paystream.installment (id, contract_id, seq, due_date, currency, amount_due) SELECT md5($2 || '/i/' || c)::uuid, md5($2 || '/k/' || c)::uuid, 1, date '2027-01-10', 'BRL', $3 FROM generate_series(1, $1::int) c ON CONFLICT DO NOTHING",
-    ] {
-        client.execute(sql, &[&n, &namespace, &amount]).await?;
-    }
+    let customers = "INSERT INTO paystream.customer (id, name, tax_id) SELECT md5($2 || '/c/' || c)::uuid, 'Bench ' || c, lpad(c::text, 11, '0') FROM generate_series(1, $1::int) c ON CONFLICT DO NOTHING";
+    let contracts = "INSERT INTO paystream.contract (id, customer_id, currency, principal) SELECT md5($2 || '/k/' || c)::uuid, md5($2 || '/c/' || c)::uuid, 'BRL', $3 FROM generate_series(1, $1::int) c ON CONFLICT DO NOTHING";
+    let installments = "INSERT INTO paystream.installment (id, contract_id, seq, due_date, currency, amount_due) SELECT md5($2 || '/i/' || c)::uuid, md5($2 || '/k/' || c)::uuid, 1, date '2027-01-10', 'BRL', $3 FROM generate_series(1, $1::int) c ON CONFLICT DO NOTHING";
+    client.execute(customers, &[&n, &namespace]).await?;
+    client.execute(contracts, &[&n, &namespace, &amount]).await?;
+    client.execute(installments, &[&n, &namespace, &amount]).await?;
     let rows = client
         .query("SELECT md5($2 || '/i/' || c)::uuid FROM generate_series(1, $1::int) c", &[&n, &namespace])
         .await?;
