@@ -83,7 +83,8 @@ pub async fn run(
         providers.insert(name.clone(), Provider { name: name.clone(), verifier, format: p.format, limiter });
     }
     kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await?;
-    let producer: FutureProducer = kafka::producer_config(&config.kafka, "paystream-ingest").create()?;
+    let producer_config = kafka::producer_config(&config.kafka, "paystream-ingest");
+    let producer: FutureProducer = producer_config.create()?;
 
     let readiness = Readiness::default();
     spawn_admin(admin, readiness.clone(), shutdown.clone());
@@ -92,7 +93,7 @@ pub async fn run(
     let app = Arc::new(App {
         providers,
         producer: std::sync::RwLock::new(producer.clone()),
-        producer_config: kafka::producer_config(&config.kafka, "paystream-ingest"),
+        producer_config,
         producer_reset: std::sync::Mutex::new(Instant::now()),
         topic: config.kafka.inbound_topic.clone(),
         produce_timeout: Duration::from_millis(config.ingest.produce_timeout_ms),

@@ -414,14 +414,14 @@ fn apply_payment(
         Some(_) => None,
     };
     let topic = &source.events_topic;
-    let (status, applied, credited, journal_id, contract) = if let Some(reason) = rejection {
+    let (status, applied, credited, journal_id) = if let Some(reason) = rejection {
         outcome.rejected += 1;
         let contract = installments.get(&installment_id).map(|i| i.contract_id);
         w.outbox.push_event(
             topic,
             &fact(EventType::PaymentRejected, &c, installment_id, contract, c.amount, Some(reason.into()), now_ms),
         )?;
-        ("rejected", Decimal::ZERO, Decimal::ZERO, None, contract)
+        ("rejected", Decimal::ZERO, Decimal::ZERO, None)
     } else {
         let Some(inst) = installments.get_mut(&installment_id) else {
             return Ok(()); // unreachable: rejection covers the missing installment
@@ -465,9 +465,8 @@ fn apply_payment(
             )?;
             w.newly_paid_contracts.insert(inst.contract_id);
         }
-        ("applied", applied, credited, Some(journal_id), contract)
+        ("applied", applied, credited, Some(journal_id))
     };
-    let _ = contract;
     payments.insert(
         key,
         PaymentState {

@@ -43,15 +43,7 @@ impl Pipeline {
         paystream_common::telemetry::init_tracing();
         let mut config = paystream_common::testing::isolated_config().await;
         adjust(&mut config);
-        let (mut db, conn) = config
-            .postgres
-            .url
-            .parse::<tokio_postgres::Config>()
-            .unwrap()
-            .connect(tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let mut db = connect_db(&config).await;
         let size = paystream_processor::seed::SeedSize {
             customers: 4,
             contracts_per_customer: 1,
@@ -168,6 +160,14 @@ impl Pipeline {
             let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
         }
     }
+}
+
+/// A connection to the test's database, driven on a task.
+pub async fn connect_db(config: &Config) -> tokio_postgres::Client {
+    let (db, conn) =
+        config.postgres.url.parse::<tokio_postgres::Config>().unwrap().connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    db
 }
 
 pub fn now_s() -> i64 {

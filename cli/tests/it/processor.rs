@@ -126,9 +126,7 @@ async fn setup() -> (Config, tokio_postgres::Client) {
     paystream_common::telemetry::init_tracing();
     let mut config = paystream_common::testing::isolated_config().await;
     config.kafka.partitions = 6;
-    let (mut db, conn) =
-        config.postgres.url.parse::<tokio_postgres::Config>().unwrap().connect(tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let mut db = crate::harness::connect_db(&config).await;
     let size =
         paystream_processor::seed::SeedSize { customers: 50, contracts_per_customer: 1, installments_per_contract: 4 };
     paystream_processor::seed::seed(&mut db, size, "BRL").await.unwrap();

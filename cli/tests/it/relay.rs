@@ -24,15 +24,7 @@ struct Outbox {
 
 impl Outbox {
     async fn new(config: Config, aggregates: usize) -> Self {
-        let (db, conn) = config
-            .postgres
-            .url
-            .parse::<tokio_postgres::Config>()
-            .unwrap()
-            .connect(tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let db = crate::harness::connect_db(&config).await;
         paystream_common::kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await.unwrap();
         Self {
             config,
