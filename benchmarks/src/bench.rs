@@ -182,52 +182,205 @@ pub async fn relay(config: &Config, events: u64) -> Result<(f64, f64), LoadgenEr
         })
         .collect();
 
-    // Plain producer first: the broker's and client's limit for these bytes.
+    // Plain producer first: the broker's and client's limit for these bytes. One message
+    // before the clock starts, so that neither side is timed fetching metadata.
     let producer: FutureProducer = paystream_common::kafka::producer_config(&config.kafka, "bench-plain").create()?;
     let plain_topic = config.kafka.deadletter_topic.clone();
+    // The same records as the relay's: key, value and headers.
+    fn record<'a>(
+        producer: &'a FutureProducer,
+        topic: &'a str,
+        (key, id, value): &'a (String, Uuid, Vec<u8>),
+    ) -> impl std::future::Future<Output = rdkafka::producer::future_producer::OwnedDeliveryResult> + 'a {
+        let headers = paystream_relay::event_headers(id, "PaymentApplied", value);
+        producer.send(FutureRecord::to(topic).key(key).payload(value).headers(headers), Duration::from_secs(30))
+    }
+    if let Some(first) = rows.first() {
+        record(&producer, &plain_topic, first).await.map_err(|(e, _)| e)?;
+    }
     let started = Instant::now();
     for chunk in rows.chunks(10_000) {
-        let futures = chunk
-            .iter()
-            .map(|(k, _, v)| producer.send(FutureRecord::to(&plain_topic).key(k).payload(v), Duration::from_secs(30)));
+        let futures = chunk.iter().map(|row| record(&producer, &plain_topic, row));
         for r in futures::future::join_all(futures).await {
             r.map_err(|(e, _)| e)?;
         }
     }
     let plain = events as f64 / started.elapsed().as_secs_f64();
 
-    let client = db(&config).await?;
-    let insert = include_str!("../../processor/sql/outbox_insert_batch.sql");
-    for chunk in rows.chunks(20_000) {
-        let lanes: Vec<i16> = chunk.iter().map(|(k, _, _)| outbox_lane(k)).collect();
-        let topics: Vec<&str> = chunk.iter().map(|_| config.kafka.events_topic.as_str()).collect();
-        let keys: Vec<&str> = chunk.iter().map(|(k, _, _)| k.as_str()).collect();
-        let ids: Vec<Uuid> = chunk.iter().map(|(_, id, _)| *id).collect();
-        let types: Vec<&str> = chunk.iter().map(|_| "PaymentApplied").collect();
-        let payloads: Vec<&[u8]> = chunk.iter().map(|(_, _, p)| p.as_slice()).collect();
-        client.execute(insert, &[&lanes, &topics, &keys, &ids, &types, &payloads]).await?;
-    }
+    // The relay starts on an empty outbox and publishes one row (lanes taken, producer
+    // warm); then the whole outbox is filled in one transaction and timed from its commit.
+    let mut client = db(&config).await?;
     let shutdown = Shutdown::new();
     let admin = TcpListener::bind(config.relay.admin_listen).await.map_err(|e| LoadgenError::Bench(e.to_string()))?;
-    let started = Instant::now();
     let task = {
         let (c, s) = (config.clone(), shutdown.clone());
         tokio::spawn(async move { paystream_relay::run(c, admin, s).await })
     };
+    let (warm, rows) = rows.split_at(1);
+    let tx = client.transaction().await?;
+    fill(&tx, &config.kafka.events_topic, warm).await?;
+    tx.commit().await?;
     let deadline = Instant::now() + Duration::from_secs(600);
-    let elapsed = loop {
-        let left: i64 = client
-            .query_one("SELECT count(*) FROM paystream.outbox WHERE topic = $1", &[&config.kafka.events_topic])
-            .await?
-            .get(0);
-        if left == 0 || Instant::now() > deadline {
-            break started.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let span = "SELECT coalesce(min(id), 0), coalesce(max(id), -1) FROM paystream.outbox WHERE topic = $1";
+    let (first, last): (i64, i64) = {
+        let row = client.query_one(span, &[&config.kafka.events_topic]).await?;
+        (row.get(0), row.get(1))
     };
+    while left(&client, first, last).await? && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let tx = client.transaction().await?;
+    for chunk in rows.chunks(20_000) {
+        fill(&tx, &config.kafka.events_topic, chunk).await?;
+    }
+    let row = tx.query_one(span, &[&config.kafka.events_topic]).await?;
+    let (first, last): (i64, i64) = (row.get(0), row.get(1));
+    // As the processor does: the relay wakes on the notification, not on its poll.
+    tx.batch_execute("NOTIFY paystream_outbox").await?;
+    tx.commit().await?;
+    let started = Instant::now();
+    while left(&client, first, last).await? && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = started.elapsed();
     shutdown.cancel();
     let _ = task.await;
-    Ok((events as f64 / elapsed.as_secs_f64(), plain))
+    Ok(((events - 1) as f64 / elapsed.as_secs_f64(), plain))
+}
+
+/// Commit-to-Kafka latency of the relay at `rate` events/s for `seconds`: a writer commits
+/// outbox rows (with the processor's NOTIFY) every few milliseconds, open loop, and a
+/// consumer reads them back; each event's latency runs from its commit returning to its
+/// record read from `paystream.payments.events.v1`.
+pub async fn relay_latency(config: &Config, rate: f64, seconds: u64) -> Result<Latency, LoadgenError> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::{Headers, Message};
+    use std::collections::HashMap;
+    let config = unique(config, "relay-latency");
+    paystream_common::kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await?;
+    let consumer: StreamConsumer =
+        paystream_common::kafka::consumer_config(&config.kafka, &config.processor.group_id, "bench-latency")
+            .set("enable.auto.commit", "false")
+            .create()?;
+    consumer.subscribe(&[&config.kafka.events_topic])?;
+    let read: std::sync::Arc<std::sync::Mutex<HashMap<Uuid, Instant>>> = Default::default();
+    let stop = Shutdown::new();
+    let reader = {
+        let (read, stop) = (read.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    m = consumer.recv() => m,
+                };
+                let at = Instant::now();
+                let Ok(message) = message else { continue };
+                let id = message
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == "event_id").and_then(|h| h.value))
+                    .and_then(|v| Uuid::try_parse_ascii(v).ok());
+                if let (Some(id), Ok(mut read)) = (id, read.lock()) {
+                    read.entry(id).or_insert(at);
+                }
+            }
+        })
+    };
+    let shutdown = Shutdown::new();
+    let admin = TcpListener::bind(config.relay.admin_listen).await.map_err(|e| LoadgenError::Bench(e.to_string()))?;
+    let task = {
+        let (c, s) = (config.clone(), shutdown.clone());
+        tokio::spawn(async move { paystream_relay::run(c, admin, s).await })
+    };
+    let mut client = db(&config).await?;
+    let aggregates: Vec<Uuid> = (0..1000).map(|_| Uuid::new_v4()).collect();
+    let mut committed: HashMap<Uuid, Instant> = HashMap::new();
+    let tick = Duration::from_millis(5);
+    // Warm-up: the relay has its lanes and the consumer its partitions before the clock runs.
+    let warm_until = Instant::now() + Duration::from_secs(3);
+    let started = Instant::now() + Duration::from_secs(3);
+    let end = started + Duration::from_secs(seconds);
+    let mut sent = 0u64;
+    let mut seq = 0u64;
+    let mut next = Instant::now();
+    while Instant::now() < end {
+        tokio::time::sleep_until(next.into()).await;
+        next += tick;
+        let due = if Instant::now() < warm_until {
+            1
+        } else {
+            let should = (started.elapsed().as_secs_f64() * rate) as u64;
+            should.saturating_sub(sent)
+        };
+        if due == 0 {
+            continue;
+        }
+        let rows: Vec<(String, Uuid, Vec<u8>)> = (0..due)
+            .map(|_| {
+                seq += 1;
+                let e = event(aggregates[(seq as usize) % aggregates.len()], seq);
+                (e.aggregate_id.to_string(), e.event_id, encode(&e).unwrap_or_default())
+            })
+            .collect();
+        let tx = client.transaction().await?;
+        fill(&tx, &config.kafka.events_topic, &rows).await?;
+        tx.batch_execute("NOTIFY paystream_outbox").await?;
+        tx.commit().await?;
+        let at = Instant::now();
+        if at >= warm_until {
+            sent += due;
+            committed.extend(rows.iter().map(|(_, id, _)| (*id, at)));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let all = read.lock().map(|r| committed.keys().all(|id| r.contains_key(id))).unwrap_or(false);
+        if all || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    shutdown.cancel();
+    let _ = reader.await;
+    let _ = task.await;
+    let read = read.lock().map(|r| r.clone()).unwrap_or_default();
+    let mut histogram = loadgen::new_histogram();
+    let mut missing = 0u64;
+    for (id, at) in &committed {
+        match read.get(id) {
+            Some(seen) => {
+                let _ = histogram.record(seen.saturating_duration_since(*at).as_micros().max(1) as u64);
+            }
+            None => missing += 1,
+        }
+    }
+    if missing > 0 {
+        return Err(LoadgenError::Bench(format!("{missing} committed events never reached the topic")));
+    }
+    Ok(Latency::from(&histogram))
+}
+
+/// Inserts `rows` (key, event id, payload) into the outbox as the processor does.
+async fn fill(
+    tx: &tokio_postgres::Transaction<'_>,
+    topic: &str,
+    rows: &[(String, Uuid, Vec<u8>)],
+) -> Result<u64, tokio_postgres::Error> {
+    let lanes: Vec<i16> = rows.iter().map(|(k, _, _)| outbox_lane(k)).collect();
+    let topics: Vec<&str> = rows.iter().map(|_| topic).collect();
+    let keys: Vec<&str> = rows.iter().map(|(k, _, _)| k.as_str()).collect();
+    let ids: Vec<Uuid> = rows.iter().map(|(_, id, _)| *id).collect();
+    let types: Vec<&str> = rows.iter().map(|_| "PaymentApplied").collect();
+    let payloads: Vec<&[u8]> = rows.iter().map(|(_, _, p)| p.as_slice()).collect();
+    let insert = include_str!("../../processor/sql/outbox_insert_batch.sql");
+    tx.execute(insert, &[&lanes, &topics, &keys, &ids, &types, &payloads]).await
+}
+
+/// Whether any outbox row with an id in `first..=last` is left: a primary-key probe, so that
+/// watching costs the relay nothing (a count over the table every few milliseconds would).
+async fn left(client: &tokio_postgres::Client, first: i64, last: i64) -> Result<bool, tokio_postgres::Error> {
+    let sql = "SELECT EXISTS (SELECT 1 FROM paystream.outbox WHERE id BETWEEN $1 AND $2)";
+    Ok(client.query_one(sql, &[&first, &last]).await?.get(0))
 }
 
 /// A server that answers 202 to every webhook without verifying or producing: the HTTP
@@ -374,17 +527,22 @@ pub async fn edge(config: &Config, requests: u64, concurrency: usize) -> Result<
     })
 }
 
-/// Everything, in one run.
-#[derive(Debug, Clone, Serialize)]
+/// Everything, in one run. Parts not asked for are absent.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     /// Processor, uniform over many installments: batched vs one payment per transaction.
-    pub processor_uniform: Figure,
+    pub processor_uniform: Option<Figure>,
     /// Processor, hot over 10 installments: batched vs one payment per transaction.
-    pub processor_hot: Figure,
+    pub processor_hot: Option<Figure>,
     /// Relay vs plain producer.
-    pub relay: Figure,
+    pub relay: Option<Figure>,
+    /// Open-loop rate of the relay latency run (half the relay's drain rate), events/s.
+    pub relay_half_peak_rate: Option<f64>,
+    /// Commit-to-Kafka latency at that rate: from an outbox row's commit to its record read
+    /// back from the events topic.
+    pub relay_latency_at_half_peak: Option<Latency>,
     /// Ingest and the whole pipeline.
-    pub edge: EdgeResult,
+    pub edge: Option<EdgeResult>,
 }
 
 /// Sizes of one run.
@@ -398,50 +556,72 @@ pub struct Sizes {
     pub uniform_installments: i32,
     /// Outbox rows for the relay.
     pub relay_events: u64,
+    /// Seconds of the relay latency run.
+    pub relay_latency_seconds: u64,
     /// Webhooks for the ingest runs.
     pub requests: u64,
     /// Connections of the closed-loop runs.
     pub concurrency: usize,
 }
 
-/// Runs every measurement, printing progress on stderr.
-pub async fn all(config: &Config, sizes: Sizes) -> Result<Report, LoadgenError> {
+/// The measurements one run can be limited to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// Processor batched vs one payment per transaction.
+    Processor,
+    /// Relay vs a plain producer.
+    Relay,
+    /// Ingest vs a bare server, and the whole pipeline.
+    Edge,
+}
+
+/// Runs the measurements of `parts`, printing progress on stderr.
+pub async fn all(config: &Config, sizes: Sizes, parts: &[Part]) -> Result<Report, LoadgenError> {
     let step = |s: &str| eprintln!("[bench] {s}");
-    step("processor, uniform, batched");
-    let uniform =
-        processor(config, sizes.processor_messages, sizes.uniform_installments, config.processor.batch_max).await?;
-    step("processor, uniform, one payment per transaction");
-    let uniform_single = processor(config, sizes.single_messages, sizes.uniform_installments, 1).await?;
-    step("processor, hot (10 installments), batched");
-    let hot = processor(config, sizes.processor_messages, 10, config.processor.batch_max).await?;
-    step("processor, hot (10 installments), one payment per transaction");
-    let hot_single = processor(config, sizes.single_messages, 10, 1).await?;
-    step("relay and plain producer");
-    let (relay, plain) = relay(config, sizes.relay_events).await?;
-    step("ingest, bare server, pipeline at half peak");
-    let edge = edge(config, sizes.requests, sizes.concurrency).await?;
-    Ok(Report {
-        processor_uniform: Figure::new(
+    let mut report = Report::default();
+    if parts.contains(&Part::Processor) {
+        step("processor, uniform, batched");
+        let uniform =
+            processor(config, sizes.processor_messages, sizes.uniform_installments, config.processor.batch_max).await?;
+        step("processor, uniform, one payment per transaction");
+        let uniform_single = processor(config, sizes.single_messages, sizes.uniform_installments, 1).await?;
+        step("processor, hot (10 installments), batched");
+        let hot = processor(config, sizes.processor_messages, 10, config.processor.batch_max).await?;
+        step("processor, hot (10 installments), one payment per transaction");
+        let hot_single = processor(config, sizes.single_messages, 10, 1).await?;
+        report.processor_uniform = Some(Figure::new(
             &format!("processor, uniform over {} installments", sizes.uniform_installments),
             uniform,
             "one payment per transaction",
             uniform_single,
             "payments/s",
-        ),
-        processor_hot: Figure::new(
+        ));
+        report.processor_hot = Some(Figure::new(
             "processor, hot over 10 installments",
             hot,
             "one payment per transaction",
             hot_single,
             "payments/s",
-        ),
-        relay: Figure::new(
+        ));
+    }
+    if parts.contains(&Part::Relay) {
+        step("relay and plain producer");
+        let (relay, plain) = relay(config, sizes.relay_events).await?;
+        report.relay = Some(Figure::new(
             "relay events drained from the outbox",
             relay,
-            "plain rdkafka producer, same bytes",
+            "plain rdkafka producer, same records",
             plain,
             "events/s",
-        ),
-        edge,
-    })
+        ));
+        step("relay commit-to-Kafka latency at half its drain rate");
+        report.relay_half_peak_rate = Some(relay / 2.0);
+        report.relay_latency_at_half_peak =
+            Some(relay_latency(config, relay / 2.0, sizes.relay_latency_seconds).await?);
+    }
+    if parts.contains(&Part::Edge) {
+        step("ingest, bare server, pipeline at half peak");
+        report.edge = Some(edge(config, sizes.requests, sizes.concurrency).await?);
+    }
+    Ok(report)
 }

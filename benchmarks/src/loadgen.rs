@@ -90,7 +90,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn from(h: &Histogram<u64>) -> Self {
+    pub(crate) fn from(h: &Histogram<u64>) -> Self {
         let ms = |us: u64| us as f64 / 1000.0;
         Self {
             count: h.len(),
@@ -469,7 +469,7 @@ impl Follower {
 }
 
 #[allow(clippy::expect_used)]
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     // Microseconds, 1 µs to 1 h at 3 significant digits: constant, valid bounds.
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }

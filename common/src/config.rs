@@ -163,8 +163,16 @@ pub struct ProcessorConfig {
 pub struct RelayConfig {
     /// Admin listener (`/metrics`, `/healthz`, `/readyz`).
     pub admin_listen: SocketAddr,
-    /// Outbox rows claimed and produced per transaction, at most.
+    /// Drain loops in this process, each with its own connection and producer, owning its
+    /// share of the lanes like a relay of its own: while one waits for the database the
+    /// other keeps the broker busy.
+    pub workers: usize,
+    /// Outbox rows claimed and produced per batch, at most.
     pub batch_max: usize,
+    /// Batches chained in one transaction, at most: while one batch awaits its acks, the
+    /// next is claimed and the previous deleted, so the database and the broker work at the
+    /// same time. The transaction commits after the last batch's acks.
+    pub batches_per_transaction: usize,
     /// Fallback poll when no notification arrives.
     pub poll_interval_ms: u64,
     /// How often a relay tries to take lanes that no relay owns.
@@ -264,6 +272,8 @@ impl Config {
             "processor.partition_queue must be 1..=1000000",
         );
         check((1..=100_000).contains(&self.relay.batch_max), "relay.batch_max must be 1..=100000");
+        check((1..=8).contains(&self.relay.workers), "relay.workers must be 1..=8");
+        check((1..=64).contains(&self.relay.batches_per_transaction), "relay.batches_per_transaction must be 1..=64");
         check(self.relay.poll_interval_ms >= 1, "relay.poll_interval_ms must be at least 1");
         for (name, provider) in &self.providers {
             let valid_name = !name.is_empty()

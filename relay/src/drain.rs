@@ -53,19 +53,36 @@ struct Row {
     created_ms: i64,
 }
 
+impl From<&tokio_postgres::Row> for Row {
+    fn from(r: &tokio_postgres::Row) -> Self {
+        Self {
+            id: r.get(0),
+            topic: r.get(1),
+            key: r.get(2),
+            event_id: r.get(3),
+            event_type: r.get(4),
+            payload: r.get(5),
+            created_ms: r.get(6),
+        }
+    }
+}
+
 /// Drains until `shutdown` or a connection error.
 pub async fn drain(
     config: &Config,
+    worker: usize,
     producer: &mut FutureProducer,
     readiness: &Readiness,
     shutdown: &Shutdown,
 ) -> Result<(), RelayError> {
     let (notify_tx, mut notify_rx) = tokio::sync::mpsc::channel(1);
     let mut client = postgres::connect(&config.postgres, "paystream-relay", Some(notify_tx)).await?;
-    client.batch_execute("LISTEN paystream_outbox").await?;
+    // The outbox is a queue table: its statistics are usually those of an empty table, and a
+    // planner that believes them sorts every pending row of a lane to return the oldest few.
+    // Without sorts the only plan left is the primary key in id order, stopping at the limit.
+    client.batch_execute("LISTEN paystream_outbox; SET enable_sort = off").await?;
     readiness.set(true);
-    let claim = client.prepare(include_str!("../sql/outbox_claim_batch_skip_locked.sql")).await?;
-    let delete = client.prepare(include_str!("../sql/outbox_delete_published.sql")).await?;
+    let take = client.prepare(include_str!("../sql/outbox_take_batch_skip_locked.sql")).await?;
     let try_lock = client.prepare(include_str!("../sql/outbox_lane_try_lock.sql")).await?;
     let backlog = client.prepare(include_str!("../sql/outbox_backlog_select.sql")).await?;
     let count_live = client.prepare(include_str!("../sql/relay_count_live.sql")).await?;
@@ -84,14 +101,19 @@ pub async fn drain(
             // are released between batches (never while one of their batches is in flight), and
             // free lanes are taken up to the share, so N relays split the work and a dead
             // relay's lanes are taken over within one claim interval.
+            // This process's own workers count even before all of them connected, so that the
+            // first to connect does not take every lane only to give half back later.
             let live: i32 = client.query_one(&count_live, &[]).await?.get(0);
-            let share = (OUTBOX_LANES as usize).div_ceil(usize::try_from(live.max(1)).unwrap_or(1));
+            let live = usize::try_from(live).unwrap_or(1).max(config.relay.workers);
+            let share = (OUTBOX_LANES as usize).div_ceil(live);
             while owned.len() > share {
                 let Some(lane) = owned.pop_last() else { break };
                 client.query_one(&unlock, &[&LANE_LOCK_NAMESPACE, &i32::from(lane)]).await?;
             }
-            // Start at a different lane per relay so that relays do not all race for lane 0.
-            let start = (std::process::id() % OUTBOX_LANES as u32) as i16;
+            // Start at a different lane per relay and worker so that they do not all race for
+            // lane 0.
+            let lanes = OUTBOX_LANES as usize;
+            let start = ((std::process::id() as usize + worker * lanes / config.relay.workers) % lanes) as i16;
             for i in 0..OUTBOX_LANES {
                 if owned.len() >= share {
                     break;
@@ -103,7 +125,7 @@ pub async fn drain(
                     owned.insert(lane);
                 }
             }
-            telemetry::lanes_owned(owned.len());
+            telemetry::lanes_owned(worker, owned.len());
             next_claim = Instant::now() + claim_every;
         }
         if Instant::now() >= next_backlog {
@@ -112,58 +134,75 @@ pub async fn drain(
             next_backlog = Instant::now() + Duration::from_secs(5);
         }
         let lanes: Vec<i16> = owned.iter().copied().collect();
-        let mut published = 0usize;
+        let mut last_full = false;
         if !lanes.is_empty() {
-            let started = Instant::now();
             let tx = client.transaction().await?;
-            let rows: Vec<Row> = tx
-                .query(&claim, &[&lanes, &batch_max])
-                .await?
-                .into_iter()
-                .map(|r| Row {
-                    id: r.get(0),
-                    topic: r.get(1),
-                    key: r.get(2),
-                    event_id: r.get(3),
-                    event_type: r.get(4),
-                    payload: r.get(5),
-                    created_ms: r.get(6),
-                })
-                .collect();
-            if !rows.is_empty() {
-                match publish(producer, &rows, timeout).await {
+            let take_batch = |after: i64| {
+                let (tx, take, lanes) = (&tx, &take, &lanes);
+                async move {
+                    let mut rows: Vec<Row> =
+                        tx.query(take, &[lanes, &batch_max, &after]).await?.iter().map(Row::from).collect();
+                    rows.sort_unstable_by_key(|r| r.id);
+                    Ok::<_, tokio_postgres::Error>(rows)
+                }
+            };
+            let mut rows = take_batch(0).await?;
+            let mut batches = 0usize;
+            let mut failed = None;
+            // Batch k+1 is produced only after every ack of batch k, so that a failure can
+            // never put a later event of an aggregate on Kafka before an earlier one: on
+            // failure the whole transaction rolls back and the lanes start again from their
+            // oldest row (what was acked is sent again; consumers drop it by event id).
+            while !rows.is_empty() {
+                let started = Instant::now();
+                batches += 1;
+                let full = rows.len() == config.relay.batch_max;
+                let chain = full && batches < config.relay.batches_per_transaction;
+                let after = rows.last().map_or(0, |r| r.id);
+                let next = async {
+                    if chain {
+                        take_batch(after).await
+                    } else {
+                        Ok(Vec::new())
+                    }
+                };
+                let (sent, next) = tokio::join!(publish(producer, &rows, timeout), next);
+                match sent {
                     Ok(max_lag) => {
-                        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-                        tx.execute(&delete, &[&ids]).await?;
-                        tx.commit().await?;
-                        published = rows.len();
-                        telemetry::BatchPublished { rows: published, elapsed: started.elapsed(), max_lag }.emit();
+                        telemetry::BatchPublished { rows: rows.len(), elapsed: started.elapsed(), max_lag }.emit();
+                        last_full = full;
+                        rows = next?;
                     }
                     Err(error) => {
-                        tx.rollback().await?;
-                        telemetry::batch_failed(&error);
-                        // An idempotent producer can stay wedged after its broker restarted
-                        // without the producer-id state; a fresh one gets a new producer id.
-                        // The rows are still in the outbox, so nothing is lost by dropping
-                        // what the old one had queued.
-                        match kafka::producer_config(&config.kafka, "paystream-relay").create::<FutureProducer>() {
-                            Ok(fresh) => *producer = fresh,
-                            Err(error) => tracing::error!(%error, "cannot create a Kafka producer"),
-                        }
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        }
-                        continue;
+                        failed = Some(error);
+                        break;
                     }
                 }
-            } else {
-                tx.rollback().await?;
+            }
+            match failed {
+                None => tx.commit().await?,
+                Some(error) => {
+                    tx.rollback().await?;
+                    telemetry::batch_failed(&error);
+                    // An idempotent producer can stay wedged after its broker restarted
+                    // without the producer-id state; a fresh one gets a new producer id.
+                    // The rows are still in the outbox, so nothing is lost by dropping
+                    // what the old one had queued.
+                    match kafka::producer_config(&config.kafka, "paystream-relay").create::<FutureProducer>() {
+                        Ok(fresh) => *producer = fresh,
+                        Err(error) => tracing::error!(%error, "cannot create a Kafka producer"),
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                    continue;
+                }
             }
         }
         // A full batch means more is waiting: go again at once. Otherwise sleep until a
         // notification, the poll interval, or the next lane claim.
-        if published < config.relay.batch_max {
+        if !last_full {
             let wait = if owned.len() < OUTBOX_LANES as usize { poll.min(claim_every) } else { poll };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -174,6 +213,18 @@ pub async fn drain(
     }
     Ok(())
 }
+/// The headers of an event record: `event_id`, `event_type`, and `schema_fingerprint`, the
+/// writer schema's 8 fingerprint bytes as they stand in the single-object value
+/// (little-endian), in hex: what fastavro's and Java's fingerprint functions print.
+pub fn event_headers(event_id: &Uuid, event_type: &str, payload: &[u8]) -> OwnedHeaders {
+    let fingerprint = payload.get(2..10).map(hex::encode).unwrap_or_default();
+    let mut id = Uuid::encode_buffer();
+    let id = event_id.hyphenated().encode_lower(&mut id);
+    OwnedHeaders::new_with_capacity(3)
+        .insert(Header { key: "event_id", value: Some(id.as_bytes()) })
+        .insert(Header { key: "event_type", value: Some(event_type.as_bytes()) })
+        .insert(Header { key: "schema_fingerprint", value: Some(fingerprint.as_bytes()) })
+}
 
 /// Produces every row and waits for every delivery report. Returns the largest delay from
 /// the fact's commit to its ack.
@@ -183,14 +234,7 @@ async fn publish(
     timeout: Duration,
 ) -> Result<Duration, rdkafka::error::KafkaError> {
     let sends = rows.iter().map(|row| {
-        // The fingerprint's 8 bytes as they stand in the value (little-endian), in hex: what
-        // fastavro's and Java's fingerprint functions print.
-        let fingerprint = row.payload.get(2..10).map(hex::encode).unwrap_or_default();
-        let event_id = row.event_id.hyphenated().to_string();
-        let headers = OwnedHeaders::new_with_capacity(3)
-            .insert(Header { key: "event_id", value: Some(event_id.as_str()) })
-            .insert(Header { key: "event_type", value: Some(row.event_type.as_str()) })
-            .insert(Header { key: "schema_fingerprint", value: Some(fingerprint.as_str()) });
+        let headers = event_headers(&row.event_id, &row.event_type, &row.payload);
         producer.send(
             FutureRecord::to(&row.topic).key(&row.key).payload(&row.payload).headers(headers).timestamp(row.created_ms),
             Timeout::After(timeout),

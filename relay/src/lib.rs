@@ -4,8 +4,9 @@
 //! session-level advisory locks on its one connection: a lane has at most one owner, so its
 //! rows are published in id order by one producer, which keeps per-aggregate order with
 //! several relays; when a relay dies its connection closes, its locks go, and another relay
-//! takes the lanes over. Each batch is claimed, produced with the idempotent producer, and
-//! deleted only after every delivery report said Ok, all in one transaction.
+//! takes the lanes over. Batches are taken (locked and deleted, uncommitted), produced with
+//! the idempotent producer, and committed only after every delivery report said Ok; while one
+//! batch awaits its acks the next is taken, and a chain of batches shares one transaction.
 
 mod drain;
 mod telemetry;
@@ -18,26 +19,53 @@ use paystream_common::config::Config;
 use paystream_common::telemetry::{spawn_admin, Readiness};
 use paystream_common::{kafka, Shutdown};
 
-pub use drain::RelayError;
+pub use drain::{event_headers, RelayError};
 
 /// Runs the relay until `shutdown`. Connection losses are retried; configuration errors are
 /// returned.
 pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Result<(), RelayError> {
     kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await?;
-    let mut producer: rdkafka::producer::FutureProducer =
-        kafka::producer_config(&config.kafka, "paystream-relay").create()?;
     let readiness = Readiness::default();
     spawn_admin(admin, readiness.clone(), shutdown.clone());
+    let workers: Vec<_> = (0..config.relay.workers)
+        .map(|worker| {
+            let (config, readiness, shutdown) = (config.clone(), readiness.clone(), shutdown.clone());
+            tokio::spawn(async move { work(&config, worker, &readiness, &shutdown).await })
+        })
+        .collect();
+    let mut result = Ok(());
+    for worker in workers {
+        let outcome = match worker.await {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                tracing::error!(%panic, "relay worker panicked");
+                Ok(())
+            }
+        };
+        if let Err(error) = outcome {
+            // One worker cannot go on (configuration): stop the others too.
+            shutdown.cancel();
+            result = Err(error);
+        }
+    }
+    tracing::info!("relay stopped");
+    result
+}
+
+/// One drain loop with its producer, reconnecting after transient failures.
+async fn work(config: &Config, worker: usize, readiness: &Readiness, shutdown: &Shutdown) -> Result<(), RelayError> {
+    let mut producer: rdkafka::producer::FutureProducer =
+        kafka::producer_config(&config.kafka, "paystream-relay").create()?;
     let mut backoff = Duration::from_millis(100);
     loop {
-        let result = drain::drain(&config, &mut producer, &readiness, &shutdown).await;
+        let result = drain::drain(config, worker, &mut producer, readiness, shutdown).await;
         readiness.set(false);
         match result {
-            Ok(()) => break,
+            Ok(()) => return Ok(()),
             Err(error) if error.is_transient() => {
-                tracing::warn!(%error, ?backoff, "relay lost its connection; reconnecting");
+                tracing::warn!(%error, worker, ?backoff, "relay lost its connection; reconnecting");
                 tokio::select! {
-                    _ = shutdown.cancelled() => break,
+                    _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -45,6 +73,4 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
             Err(error) => return Err(error),
         }
     }
-    tracing::info!("relay stopped");
-    Ok(())
 }

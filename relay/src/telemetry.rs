@@ -28,9 +28,9 @@ pub fn batch_failed(error: &dyn std::fmt::Display) {
     metrics::counter!("paystream_relay_batch_failures_total").increment(1);
 }
 
-/// Lanes this relay owns.
-pub fn lanes_owned(n: usize) {
-    metrics::gauge!("paystream_relay_lanes_owned").set(n as f64);
+/// Lanes a worker of this relay owns (`worker` is bounded by `relay.workers`).
+pub fn lanes_owned(worker: usize, n: usize) {
+    metrics::gauge!("paystream_relay_lanes_owned", "worker" => worker.to_string()).set(n as f64);
 }
 
 /// The outbox backlog, sampled.
