@@ -442,6 +442,7 @@ pub async fn edge(config: &Config, requests: u64, concurrency: usize) -> Result<
         rate,
         concurrency,
         duplicates: 0.0,
+        refunds: 0.0,
         bad: 0.0,
         follow_events: follow,
         events_timeout: Duration::from_secs(60),
@@ -624,4 +625,169 @@ pub async fn all(config: &Config, sizes: Sizes, parts: &[Part]) -> Result<Report
         report.edge = Some(edge(config, sizes.requests, sizes.concurrency).await?);
     }
     Ok(report)
+}
+
+/// Where and on what a run was measured, and the limits measured outside this process.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Context {
+    /// UTC time of the run.
+    pub date: String,
+    /// Commit measured.
+    pub commit: String,
+    /// Cores, memory, kernel.
+    pub machine: String,
+    /// Whether the sizes were the quick ones.
+    pub quick: bool,
+    /// pgbench: single-row INSERT commits/s at 32 clients, same run.
+    pub pg_commits_per_s: Option<f64>,
+    /// pgbench: rows/s in 100-row INSERT transactions at 8 clients, same run.
+    pub pg_rows_per_s: Option<f64>,
+}
+
+/// A run with its context, as written to JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run<'a> {
+    /// Where and when.
+    pub context: &'a Context,
+    /// What was measured.
+    pub report: &'a Report,
+}
+
+/// The results as a Markdown section: the side-by-side table, then the latencies.
+pub fn markdown(context: &Context, r: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let quick = if context.quick { " --quick" } else { "" };
+    let _ =
+        writeln!(out, "`scripts/bench{quick}`, {}, commit {}, {}.\n", context.date, context.commit, context.machine);
+    if let (Some(commits), Some(rows)) = (context.pg_commits_per_s, context.pg_rows_per_s) {
+        let _ = writeln!(
+            out,
+            "PostgreSQL limits (pgbench, same run): **{}** single-row INSERT commits/s at 32 clients; **{}** rows/s in 100-row INSERT transactions at 8 clients.\n",
+            thousands(commits),
+            thousands(rows)
+        );
+    }
+    let _ = writeln!(out, "| measurement | paystream | baseline | baseline figure | ratio | target |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let mut row = |f: &Figure, target: f64| {
+        let verdict = if f.ratio >= target { "met" } else { "not met" };
+        let _ = writeln!(
+            out,
+            "| {} | {} {} | {} | {} | **{:.2}** | {target}: {verdict} |",
+            f.name,
+            thousands(f.value),
+            f.unit,
+            f.baseline_name,
+            thousands(f.baseline),
+            f.ratio
+        );
+    };
+    if let Some(f) = &r.processor_uniform {
+        row(f, 10.0);
+    }
+    if let Some(f) = &r.processor_hot {
+        row(f, 10.0);
+    }
+    if let Some(f) = &r.relay {
+        row(f, 0.7);
+    }
+    if let Some(e) = &r.edge {
+        row(&e.ingest, 0.5);
+    }
+    let _ = writeln!(out);
+    let lat = |l: &Latency| {
+        format!("p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms", l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms)
+    };
+    if let (Some(u), Some(h), Some(rows)) = (&r.processor_uniform, &r.processor_hot, context.pg_rows_per_s) {
+        // Rows per payment: payment, journal, two postings, outbox, installment update.
+        let written = u.value * 6.0;
+        let _ = writeln!(
+            out,
+            "- Processor rows written: about 6 per payment, {} rows/s uniform, **{:.2}** of the 100-row INSERT limit (target 0.5); hot case at **{:.2}** of the uniform rate (target 0.5).",
+            thousands(written),
+            written / rows,
+            h.value / u.value.max(1e-9)
+        );
+    }
+    if let (Some(rate), Some(l)) = (r.relay_half_peak_rate, &r.relay_latency_at_half_peak) {
+        let _ = writeln!(
+            out,
+            "- Relay commit-to-Kafka latency (outbox commit to the record read back) at half its drain rate, {} events/s open loop: {} (target p99 < 50 ms).",
+            thousands(rate),
+            lat(l)
+        );
+    }
+    if let Some(e) = &r.edge {
+        let _ = writeln!(out, "- Ingest HTTP latency at its peak (closed loop): {}.", lat(&e.ingest_latency_at_peak));
+        let _ = writeln!(
+            out,
+            "- Whole pipeline sustained (closed loop until the last outcome event is read back): {} payments/s.",
+            thousands(e.pipeline_sustained)
+        );
+        let _ = writeln!(
+            out,
+            "- At half that rate ({} payments/s, open loop): ingest HTTP {}.",
+            thousands(e.half_peak_rate),
+            lat(&e.ingest_latency_at_half_peak)
+        );
+        if let Some(l) = &e.e2e_latency_at_half_peak {
+            let _ = writeln!(
+                out,
+                "- End to end at half rate (webhook's intended send to its outcome event read back): {}; {} payments with exactly one outcome, {} missing or doubled.",
+                lat(l),
+                e.e2e_outcomes_ok,
+                e.e2e_outcomes_bad
+            );
+        }
+    }
+    out
+}
+
+/// `12345.6` as `12,346`.
+fn thousands(v: f64) -> String {
+    let n = v.round() as i64;
+    let digits = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+/// Replaces what stands between the results markers of a Markdown file with `section`.
+pub fn splice(document: &str, section: &str) -> Option<String> {
+    const START: &str = "<!-- bench:results:start -->";
+    const END: &str = "<!-- bench:results:end -->";
+    let a = document.find(START)? + START.len();
+    let b = document[a..].find(END)? + a;
+    Some(format!("{}\n{}\n{}", &document[..a], section.trim_end(), &document[b..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(thousands(0.4), "0");
+        assert_eq!(thousands(999.0), "999");
+        assert_eq!(thousands(1000.0), "1,000");
+        assert_eq!(thousands(1234567.0), "1,234,567");
+    }
+
+    #[test]
+    fn splice_replaces_only_between_markers() {
+        let doc = "a\n<!-- bench:results:start -->\nold\n<!-- bench:results:end -->\nb\n";
+        let out = splice(doc, "new\n").unwrap();
+        assert_eq!(out, "a\n<!-- bench:results:start -->\nnew\n<!-- bench:results:end -->\nb\n");
+        assert!(splice("no markers", "x").is_none());
+    }
 }

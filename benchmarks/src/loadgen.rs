@@ -62,6 +62,8 @@ pub struct Options {
     pub duplicates: f64,
     /// Share of requests with a wrong signature (0..1).
     pub bad: f64,
+    /// Share of payments refunded in full by a later webhook (0..1; `paystream` format only).
+    pub refunds: f64,
     /// Follow the events topic and measure end-to-end latency.
     pub follow_events: bool,
     /// How long to wait for events after the last send.
@@ -112,6 +114,8 @@ pub struct Summary {
     pub payments: u64,
     /// Duplicate deliveries sent.
     pub duplicates_sent: u64,
+    /// Refund webhooks sent.
+    pub refunds_sent: u64,
     /// Badly signed requests sent.
     pub bad_sent: u64,
     /// Answers by HTTP status.
@@ -143,6 +147,8 @@ struct Planned {
     body: Vec<u8>,
     payment_id: String,
     webhook_id: String,
+    /// The full refund of this payment, as its own webhook.
+    refund: Option<(String, Vec<u8>)>,
 }
 
 /// Picks open installments and plans `count` payments over them: each installment gets a
@@ -179,19 +185,29 @@ async fn plan(config: &Config, opts: &Options, format: PayloadFormat) -> Result<
         let payment_id = format!("pay_{run}_{i}");
         let webhook_id = format!("msg_{run}_{i}");
         let created = time_rfc3339(now_ms());
-        let body = match format {
-            PayloadFormat::Paystream => serde_json::json!({
-                "id": format!("evt_{run}_{i}"),
-                "type": "payment.succeeded",
-                "created_at": created,
-                "data": { "payment_id": payment_id, "installment_id": id.to_string(), "amount": amount.to_string(), "currency": currency.trim(), "rail": "pix" }
-            }),
-            PayloadFormat::Pix => serde_json::json!({
-                "pix": [{ "endToEndId": payment_id, "txid": id.simple().to_string(), "valor": amount.to_string(), "horario": created }]
-            }),
+        let (body, refund) = match format {
+            PayloadFormat::Paystream => {
+                let event = |kind: &str, event_id: String| {
+                    serde_json::json!({
+                        "id": event_id,
+                        "type": kind,
+                        "created_at": created,
+                        "data": { "payment_id": payment_id, "installment_id": id.to_string(), "amount": amount.to_string(), "currency": currency.trim(), "rail": "pix" }
+                    })
+                };
+                let refund =
+                    serde_json::to_vec(&event("payment.refunded", format!("evt_{run}_{i}_r"))).unwrap_or_default();
+                (event("payment.succeeded", format!("evt_{run}_{i}")), Some((format!("msg_{run}_{i}_r"), refund)))
+            }
+            PayloadFormat::Pix => (
+                serde_json::json!({
+                    "pix": [{ "endToEndId": payment_id, "txid": id.simple().to_string(), "valor": amount.to_string(), "horario": created }]
+                }),
+                None,
+            ),
             PayloadFormat::Stripe => return Err(LoadgenError::UnsupportedFormat(opts.provider.clone())),
         };
-        planned.push(Planned { body: serde_json::to_vec(&body).unwrap_or_default(), payment_id, webhook_id });
+        planned.push(Planned { body: serde_json::to_vec(&body).unwrap_or_default(), payment_id, webhook_id, refund });
     }
     Ok(planned)
 }
@@ -235,6 +251,7 @@ pub async fn run(config: &Config, opts: Options) -> Result<Summary, LoadgenError
     let mut rng = SmallRng::seed_from_u64(opts.seed);
     // The send schedule: each planned payment once, duplicates and bad ones mixed in.
     let mut schedule: Vec<(usize, Kind)> = Vec::with_capacity(planned.len() * 2);
+    let mut refunds: Vec<(usize, Kind)> = Vec::new();
     for i in 0..planned.len() {
         schedule.push((i, Kind::First));
         if rng.random_bool(opts.duplicates.clamp(0.0, 1.0)) {
@@ -243,7 +260,13 @@ pub async fn run(config: &Config, opts: Options) -> Result<Summary, LoadgenError
         if rng.random_bool(opts.bad.clamp(0.0, 1.0)) {
             schedule.push((i, Kind::Bad));
         }
+        if planned[i].refund.is_some() && rng.random_bool(opts.refunds.clamp(0.0, 1.0)) {
+            refunds.push((i, Kind::Refund));
+        }
     }
+    // Refunds go last, so that nearly all of them find their payment applied (one that
+    // overtakes its payment is a rejection, which is also what a provider can cause).
+    schedule.extend(refunds);
     let stats = Arc::new(Stats::default());
     let http_hist = Arc::new(Mutex::new(new_histogram()));
     let first_sent: Arc<Mutex<HashMap<usize, (Instant, bool)>>> =
@@ -281,8 +304,12 @@ pub async fn run(config: &Config, opts: Options) -> Result<Summary, LoadgenError
         tasks.spawn(async move {
             let _permit = permit;
             let p = &planned[index];
-            let headers = headers_for(&provider, &p.webhook_id, &p.body, kind == Kind::Bad);
-            let mut request = client.post(&url).header("content-type", "application/json").body(p.body.clone());
+            let (webhook_id, body) = match (&p.refund, kind) {
+                (Some((id, body)), Kind::Refund) => (id, body),
+                _ => (&p.webhook_id, &p.body),
+            };
+            let headers = headers_for(&provider, webhook_id, body, kind == Kind::Bad);
+            let mut request = client.post(&url).header("content-type", "application/json").body(body.clone());
             for (k, v) in headers {
                 request = request.header(k, v);
             }
@@ -323,6 +350,7 @@ pub async fn run(config: &Config, opts: Options) -> Result<Summary, LoadgenError
         payments: planned.len() as u64,
         duplicates_sent: schedule.iter().filter(|(_, k)| *k == Kind::Duplicate).count() as u64,
         bad_sent: schedule.iter().filter(|(_, k)| *k == Kind::Bad).count() as u64,
+        refunds_sent: schedule.iter().filter(|(_, k)| *k == Kind::Refund).count() as u64,
         statuses: stats.statuses(),
         transport_errors: stats.transport_errors.load(Ordering::Relaxed),
         elapsed_s: elapsed.as_secs_f64(),
@@ -344,6 +372,7 @@ enum Kind {
     First,
     Duplicate,
     Bad,
+    Refund,
 }
 
 #[derive(Default)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use paystream_benchmarks::bench::Part;
+use paystream_benchmarks::bench::{Context, Part};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
@@ -51,9 +51,28 @@ pub enum Command {
         /// Also write the results as JSON to this file.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
+        /// Also write the results into this Markdown file, between its
+        /// `<!-- bench:results:start -->` and `<!-- bench:results:end -->` markers.
+        #[arg(long)]
+        markdown: Option<std::path::PathBuf>,
         /// Only these measurements (default: all).
         #[arg(long, value_enum, value_delimiter = ',')]
         only: Vec<paystream_benchmarks::bench::Part>,
+        /// The run's UTC time, commit and machine, for the record.
+        #[arg(long, default_value = "")]
+        date: String,
+        /// Commit measured.
+        #[arg(long, default_value = "")]
+        commit: String,
+        /// Cores, memory, kernel.
+        #[arg(long, default_value = "")]
+        machine: String,
+        /// pgbench single-row INSERT commits/s measured in the same run.
+        #[arg(long)]
+        pg_commits: Option<f64>,
+        /// pgbench rows/s in 100-row INSERT transactions measured in the same run.
+        #[arg(long)]
+        pg_rows: Option<f64>,
     },
     /// Exit 0 when the admin endpoint answers 200 (for container health checks).
     Healthcheck {
@@ -89,6 +108,9 @@ pub struct LoadgenArgs {
     /// Share of requests with a wrong signature (0..1).
     #[arg(long, default_value_t = 0.0, env = "PAYSTREAM_LOADGEN_BAD")]
     bad: f64,
+    /// Share of payments refunded in full by a later webhook (0..1; paystream-format providers).
+    #[arg(long, default_value_t = 0.0, env = "PAYSTREAM_LOADGEN_REFUNDS")]
+    refunds: f64,
     /// Follow the events topic: end-to-end latency and one outcome per payment.
     #[arg(long, env = "PAYSTREAM_LOADGEN_FOLLOW_EVENTS")]
     follow_events: bool,
@@ -162,7 +184,11 @@ pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result
         }
         Command::Loadgen(args) => return loadgen(&config, args).await,
         Command::Report => report(&config).await?,
-        Command::Bench { quick, json, only } => bench(&config, quick, json.as_deref(), &only).await?,
+        Command::Bench { quick, json, markdown, only, date, commit, machine, pg_commits, pg_rows } => {
+            let context =
+                Context { date, commit, machine, quick, pg_commits_per_s: pg_commits, pg_rows_per_s: pg_rows };
+            bench(&config, quick, json.as_deref(), markdown.as_deref(), &only, context).await?
+        }
         Command::Healthcheck { addr, path } => return Ok(healthcheck(&addr, &path).await),
     }
     Ok(ExitCode::SUCCESS)
@@ -177,6 +203,7 @@ async fn loadgen(config: &Config, a: LoadgenArgs) -> anyhow::Result<ExitCode> {
         concurrency: a.concurrency,
         duplicates: a.duplicates,
         bad: a.bad,
+        refunds: a.refunds,
         follow_events: a.follow_events,
         events_timeout: Duration::from_secs(a.events_timeout_s),
         progress: !a.quiet && !a.json,
@@ -188,8 +215,8 @@ async fn loadgen(config: &Config, a: LoadgenArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("load generator");
         println!(
-            "  requests sent         {} ({} payments, {} duplicates, {} badly signed)",
-            s.requests, s.payments, s.duplicates_sent, s.bad_sent
+            "  requests sent         {} ({} payments, {} duplicates, {} refunds, {} badly signed)",
+            s.requests, s.payments, s.duplicates_sent, s.refunds_sent, s.bad_sent
         );
         let statuses: Vec<String> = s.statuses.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         println!(
@@ -274,8 +301,15 @@ async fn healthcheck(addr: &str, path: &str) -> ExitCode {
     }
 }
 
-async fn bench(config: &Config, quick: bool, json: Option<&Path>, only: &[Part]) -> anyhow::Result<()> {
-    use paystream_benchmarks::bench::{all, Figure, Sizes};
+async fn bench(
+    config: &Config,
+    quick: bool,
+    json: Option<&Path>,
+    document: Option<&Path>,
+    only: &[Part],
+    context: Context,
+) -> anyhow::Result<()> {
+    use paystream_benchmarks::bench::{all, markdown, splice, Run, Sizes};
     let parts = if only.is_empty() { vec![Part::Processor, Part::Relay, Part::Edge] } else { only.to_vec() };
     let sizes = if quick {
         Sizes {
@@ -299,45 +333,17 @@ async fn bench(config: &Config, quick: bool, json: Option<&Path>, only: &[Part])
         }
     };
     let r = all(config, sizes, &parts).await?;
-    let row = |f: &Figure| {
-        println!(
-            "| {} | {:.0} {} | {} | {:.0} | {:.2} |",
-            f.name, f.value, f.unit, f.baseline_name, f.baseline, f.ratio
-        );
-    };
-    println!("| measurement | paystream | baseline | baseline figure | ratio |");
-    println!("|---|---|---|---|---|");
-    for figure in [&r.processor_uniform, &r.processor_hot, &r.relay].into_iter().flatten() {
-        row(figure);
-    }
-    if let (Some(rate), Some(l)) = (r.relay_half_peak_rate, &r.relay_latency_at_half_peak) {
-        println!(
-            "\nrelay commit-to-Kafka latency at half its drain rate ({rate:.0} events/s open loop): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            l.p50_ms, l.p99_ms, l.max_ms
-        );
-    }
-    if let Some(edge) = &r.edge {
-        row(&edge.ingest);
-        let l = &edge.ingest_latency_at_peak;
-        println!("\ningest HTTP latency at peak (closed loop): p50 {:.2} ms, p99 {:.2} ms", l.p50_ms, l.p99_ms);
-        println!(
-            "whole pipeline sustained (closed loop, until the last event is read back): {:.0} payments/s",
-            edge.pipeline_sustained
-        );
-        let l = &edge.ingest_latency_at_half_peak;
-        println!(
-            "ingest HTTP latency at half the sustained rate ({:.0}/s open loop): p50 {:.2} ms, p99 {:.2} ms",
-            edge.half_peak_rate, l.p50_ms, l.p99_ms
-        );
-        if let Some(l) = &edge.e2e_latency_at_half_peak {
-            println!(
-                "end-to-end latency at half the sustained rate (webhook to event read back): p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {} payments with one outcome, {} missing or doubled",
-                l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, edge.e2e_outcomes_ok, edge.e2e_outcomes_bad
-            );
-        }
+    let context = Context { quick, ..context };
+    let section = markdown(&context, &r);
+    println!("{section}");
+    if let Some(path) = document {
+        let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let text = splice(&text, &section)
+            .with_context(|| format!("{} has no <!-- bench:results:start/end --> markers", path.display()))?;
+        std::fs::write(path, text)?;
     }
     if let Some(path) = json {
-        std::fs::write(path, serde_json::to_string_pretty(&r)?)?;
+        std::fs::write(path, serde_json::to_string_pretty(&Run { context: &context, report: &r })?)?;
     }
     Ok(())
 }
