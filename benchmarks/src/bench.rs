@@ -98,8 +98,52 @@ async fn installments(config: &Config, namespace: &str, n: i32, amount_due: i64)
 pub async fn processor(config: &Config, messages: u64, spread: i32, batch_max: usize) -> Result<f64, LoadgenError> {
     let mut config = unique(config, "processor");
     config.processor.batch_max = batch_max;
+    fill_inbound(&config, messages, spread).await?;
+    let client = db(&config).await?;
+    let shutdown = Shutdown::new();
+    let admin =
+        TcpListener::bind(config.processor.admin_listen).await.map_err(|e| LoadgenError::Bench(e.to_string()))?;
+    let started = Instant::now();
+    let task = {
+        let (c, s) = (config.clone(), shutdown.clone());
+        tokio::spawn(async move { paystream_processor::run(c, admin, s).await })
+    };
+    let elapsed = wait_applied(&client, &config, messages).await?;
+    shutdown.cancel();
+    let _ = task.await;
+    client.execute("DELETE FROM paystream.outbox WHERE topic = $1", &[&config.kafka.events_topic]).await?;
+    Ok(messages as f64 / elapsed.unwrap_or(started.elapsed()).as_secs_f64())
+}
+
+/// Waits until the group's stored positions add up to `messages`; the time from now, or
+/// `None` after 10 minutes.
+async fn wait_applied(
+    client: &tokio_postgres::Client,
+    config: &Config,
+    messages: u64,
+) -> Result<Option<Duration>, LoadgenError> {
+    let started = Instant::now();
+    let done_sql =
+        "SELECT coalesce(sum(next_offset), 0)::bigint FROM paystream.consumer_position WHERE consumer_group = $1";
+    let want = i64::try_from(messages).unwrap_or(i64::MAX);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done: i64 = client.query_one(done_sql, &[&config.processor.group_id]).await?.get(0);
+        if done >= want {
+            return Ok(Some(started.elapsed()));
+        }
+        if Instant::now() > deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Fills the inbound topic with `messages` payments of 0.01 spread over `spread`
+/// installments (seeded if missing).
+async fn fill_inbound(config: &Config, messages: u64, spread: i32) -> Result<(), LoadgenError> {
     paystream_common::kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await?;
-    let targets = installments(&config, "bench", spread, 1_000_000).await?;
+    let targets = installments(config, "bench", spread, 1_000_000).await?;
     let producer: FutureProducer = paystream_common::kafka::producer_config(&config.kafka, "bench-fill").create()?;
     let run = Uuid::new_v4().simple().to_string();
     let mut sends = Vec::with_capacity(messages as usize);
@@ -127,30 +171,7 @@ pub async fn processor(config: &Config, messages: u64, spread: i32, batch_max: u
             r.map_err(|(e, _)| e)?;
         }
     }
-    let client = db(&config).await?;
-    let shutdown = Shutdown::new();
-    let admin =
-        TcpListener::bind(config.processor.admin_listen).await.map_err(|e| LoadgenError::Bench(e.to_string()))?;
-    let started = Instant::now();
-    let task = {
-        let (c, s) = (config.clone(), shutdown.clone());
-        tokio::spawn(async move { paystream_processor::run(c, admin, s).await })
-    };
-    let done_sql =
-        "SELECT coalesce(sum(next_offset), 0)::bigint FROM paystream.consumer_position WHERE consumer_group = $1";
-    let want = i64::try_from(messages).unwrap_or(i64::MAX);
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let elapsed = loop {
-        let done: i64 = client.query_one(done_sql, &[&config.processor.group_id]).await?.get(0);
-        if done >= want || Instant::now() > deadline {
-            break started.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    shutdown.cancel();
-    let _ = task.await;
-    client.execute("DELETE FROM paystream.outbox WHERE topic = $1", &[&config.kafka.events_topic]).await?;
-    Ok(messages as f64 / elapsed.as_secs_f64())
+    Ok(())
 }
 
 fn event(aggregate: Uuid, seq: u64) -> PaymentEvent {
@@ -401,6 +422,180 @@ async fn bare_server() -> Result<(SocketAddr, Shutdown), LoadgenError> {
     Ok((addr, shutdown))
 }
 
+/// paystream services as child processes of this binary (`paystream ingest|processor|relay`),
+/// configured through `PAYSTREAM_*` variables: what runs in production, each with its own
+/// runtime and memory, so that latency is not shared with the load generator and each
+/// service's RSS can be read.
+struct Services {
+    children: Vec<(&'static str, std::process::Child)>,
+    ingest: SocketAddr,
+    admins: Vec<SocketAddr>,
+}
+
+impl Services {
+    async fn start(config: &Config, names: &[&'static str]) -> Result<Self, LoadgenError> {
+        let exe = std::env::current_exe().map_err(|e| LoadgenError::Bench(format!("own executable: {e}")))?;
+        let free = || -> Result<SocketAddr, LoadgenError> {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| LoadgenError::Bench(e.to_string()))?;
+            l.local_addr().map_err(|e| LoadgenError::Bench(e.to_string()))
+        };
+        let ingest = free()?;
+        let mut children = Vec::new();
+        let mut admins = Vec::new();
+        for name in names {
+            let admin = free()?;
+            let mut command = std::process::Command::new(&exe);
+            command
+                .arg(name)
+                .env("PAYSTREAM_POSTGRES__URL", &config.postgres.url)
+                .env("PAYSTREAM_KAFKA__BROKERS", &config.kafka.brokers)
+                .env("PAYSTREAM_KAFKA__INBOUND_TOPIC", &config.kafka.inbound_topic)
+                .env("PAYSTREAM_KAFKA__EVENTS_TOPIC", &config.kafka.events_topic)
+                .env("PAYSTREAM_KAFKA__DEADLETTER_TOPIC", &config.kafka.deadletter_topic)
+                .env("PAYSTREAM_KAFKA__PARTITIONS", config.kafka.partitions.to_string())
+                .env("PAYSTREAM_PROCESSOR__GROUP_ID", &config.processor.group_id)
+                .env("PAYSTREAM_INGEST__LISTEN", ingest.to_string())
+                .env(format!("PAYSTREAM_{}__ADMIN_LISTEN", name.to_uppercase()), admin.to_string())
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null());
+            for provider in config.providers.keys() {
+                let key = provider.to_uppercase();
+                command.env(format!("PAYSTREAM_PROVIDERS__{key}__RATE_PER_SECOND"), "1000000");
+                command.env(format!("PAYSTREAM_PROVIDERS__{key}__BURST"), "1000000");
+            }
+            let child = command.spawn().map_err(|e| LoadgenError::Bench(format!("start {name}: {e}")))?;
+            children.push((*name, child));
+            admins.push((*name, admin));
+        }
+        let services = Self { children, ingest, admins: admins.iter().map(|(_, a)| *a).collect() };
+        let http = reqwest::Client::new();
+        for (name, admin) in admins {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let ready =
+                    http.get(format!("http://{admin}/readyz")).send().await.is_ok_and(|r| r.status().is_success());
+                if ready {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(LoadgenError::Bench(format!("{name} not ready within 60 s")));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(services)
+    }
+
+    /// Peak resident memory of each service so far (`VmHWM`), MiB.
+    fn peak_rss_mib(&self) -> std::collections::BTreeMap<String, f64> {
+        self.children
+            .iter()
+            .filter_map(|(name, child)| {
+                let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).ok()?;
+                let kib: f64 = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))?
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some(((*name).to_owned(), kib / 1024.0))
+            })
+            .collect()
+    }
+
+    /// SIGTERM (graceful shutdown), then wait.
+    fn stop(mut self) {
+        for (_, child) in &self.children {
+            let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        }
+        for (_, child) in &mut self.children {
+            let _ = child.wait();
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One point of the scaling curve.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScalingPoint {
+    /// Processor members (processes) in the group.
+    pub members: usize,
+    /// Installments the payments are spread over.
+    pub installments: i32,
+    /// Payments applied per second; `None` if the group did not finish within the deadline.
+    pub payments_per_s: Option<f64>,
+    /// 99th percentile of the batch apply time (upper bucket bound, slowest member), ms.
+    pub batch_p99_ms: Option<f64>,
+}
+
+/// Payments/s from a pre-filled 12-partition topic with 1, 2 and 4 processor processes in
+/// one group, then with one member at 1x, 10x and 100x `base_installments`.
+pub async fn scaling(
+    config: &Config,
+    messages: u64,
+    base_installments: i32,
+) -> Result<Vec<ScalingPoint>, LoadgenError> {
+    let mut points = Vec::new();
+    let runs = [(1, base_installments), (2, base_installments), (4, base_installments)]
+        .into_iter()
+        .chain([(1, base_installments * 10), (1, base_installments * 100)]);
+    for (members, spread) in runs {
+        eprintln!("[bench] scaling: {members} member(s), {spread} installments");
+        let mut config = unique(config, "scaling");
+        config.kafka.partitions = 12;
+        fill_inbound(&config, messages, spread).await?;
+        let client = db(&config).await?;
+        let names: Vec<&'static str> = std::iter::repeat_n("processor", members).collect();
+        let services = Services::start(&config, &names).await?;
+        let elapsed = wait_applied(&client, &config, messages).await?;
+        let mut p99: Option<f64> = None;
+        for admin in &services.admins {
+            if let Some(ms) = batch_p99_ms(*admin).await {
+                p99 = Some(p99.map_or(ms, |p: f64| p.max(ms)));
+            }
+        }
+        services.stop();
+        client.execute("DELETE FROM paystream.outbox WHERE topic = $1", &[&config.kafka.events_topic]).await?;
+        points.push(ScalingPoint {
+            members,
+            installments: spread,
+            payments_per_s: elapsed.map(|e| messages as f64 / e.as_secs_f64()),
+            batch_p99_ms: p99,
+        });
+    }
+    Ok(points)
+}
+
+/// The 99th percentile of `paystream_processor_batch_duration_seconds` from a member's
+/// `/metrics`: the upper bound of the first bucket holding 99% of the batches.
+async fn batch_p99_ms(admin: SocketAddr) -> Option<f64> {
+    let text = reqwest::get(format!("http://{admin}/metrics")).await.ok()?.text().await.ok()?;
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("paystream_processor_batch_duration_seconds_bucket{le=\""))
+        .filter_map(|l| {
+            let (le, count) = l.split_once("\"} ")?;
+            Some((le.parse::<f64>().unwrap_or(f64::INFINITY), count.trim().parse::<f64>().ok()?))
+        })
+        .collect();
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    buckets.iter().find(|(_, c)| *c >= 0.99 * total).map(|(le, _)| le * 1000.0)
+}
+
 /// Results of the edge and pipeline measurements.
 #[derive(Debug, Clone, Serialize)]
 pub struct EdgeResult {
@@ -421,10 +616,13 @@ pub struct EdgeResult {
     pub e2e_outcomes_ok: u64,
     /// Payments missing or doubled in the half-peak run.
     pub e2e_outcomes_bad: u64,
+    /// Peak resident memory of each service process over the pipeline runs, MiB.
+    pub peak_rss_mib: std::collections::BTreeMap<String, f64>,
 }
 
-/// Ingest vs a bare server under the same closed-loop load, then the whole pipeline's
-/// sustained rate, then the pipeline at half that rate (open loop) with end-to-end latency.
+/// Ingest vs a bare server under the same closed-loop load (both in this process), then the
+/// whole pipeline as separate processes: its sustained rate, then half that rate (open loop)
+/// with end-to-end latency, and each service's peak RSS.
 pub async fn edge(config: &Config, requests: u64, concurrency: usize) -> Result<EdgeResult, LoadgenError> {
     let mut config = unique(config, "edge");
     for p in config.providers.values_mut() {
@@ -466,18 +664,15 @@ pub async fn edge(config: &Config, requests: u64, concurrency: usize) -> Result<
     }
     let ingest = loadgen::run(&config, options(format!("http://{ingest_addr}"), requests, None, false)).await?;
 
-    // The rest of the pipeline, then half the ingest peak, open loop.
-    for service in ["processor", "relay"] {
-        let (c, s) = (config.clone(), shutdown.clone());
-        let admin = bind(()).await?;
-        tasks.push(tokio::spawn(async move {
-            let _ = match service {
-                "processor" => paystream_processor::run(c, admin, s).await.map_err(|e| e.to_string()),
-                _ => paystream_relay::run(c, admin, s).await.map_err(|e| e.to_string()),
-            };
-        }));
+    shutdown.cancel();
+    for t in tasks {
+        let _ = t.await;
     }
-    // Let the processor drain what the peak run enqueued before measuring latency.
+
+    // The whole pipeline as three processes, on the same topics (what the peak run enqueued
+    // is drained first, so that the latency runs start from an empty pipeline).
+    let services = Services::start(&config, &["ingest", "processor", "relay"]).await?;
+    let target = format!("http://{}", services.ingest);
     let client = db(&config).await?;
     let want = i64::try_from(ingest.statuses.get(&202).copied().unwrap_or(0)).unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -495,21 +690,17 @@ pub async fn edge(config: &Config, requests: u64, concurrency: usize) -> Result<
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // The pipeline's sustained rate: closed loop with every service sharing the machine,
-    // until the last outcome is read back.
-    let sustained_run =
-        loadgen::run(&config, options(format!("http://{ingest_addr}"), requests / 2, None, true)).await?;
+    // The pipeline's sustained rate: closed loop, until the last outcome is read back.
+    let sustained_run = loadgen::run(&config, options(target.clone(), requests / 2, None, true)).await?;
     let sustained =
         sustained_run.payments as f64 / sustained_run.outcomes_complete_s.unwrap_or(f64::INFINITY).max(1e-9);
     // Let that backlog drain, then half the sustained rate, open loop, for 20 s at most.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let half = sustained / 2.0;
     let half_count = ((half * 20.0) as u64).clamp(500, requests);
-    let at_half = loadgen::run(&config, options(format!("http://{ingest_addr}"), half_count, Some(half), true)).await?;
-    shutdown.cancel();
-    for t in tasks {
-        let _ = t.await;
-    }
+    let at_half = loadgen::run(&config, options(target, half_count, Some(half), true)).await?;
+    let rss = services.peak_rss_mib();
+    services.stop();
     Ok(EdgeResult {
         ingest: Figure::new(
             "ingest webhooks accepted",
@@ -525,6 +716,7 @@ pub async fn edge(config: &Config, requests: u64, concurrency: usize) -> Result<
         e2e_latency_at_half_peak: at_half.e2e_latency,
         e2e_outcomes_ok: at_half.payments_with_one_outcome,
         e2e_outcomes_bad: at_half.payments_missing_outcome + at_half.payments_doubled,
+        peak_rss_mib: rss,
     })
 }
 
@@ -544,6 +736,8 @@ pub struct Report {
     pub relay_latency_at_half_peak: Option<Latency>,
     /// Ingest and the whole pipeline.
     pub edge: Option<EdgeResult>,
+    /// Processor members and installments vs payments/s.
+    pub scaling: Option<Vec<ScalingPoint>>,
 }
 
 /// Sizes of one run.
@@ -563,6 +757,10 @@ pub struct Sizes {
     pub requests: u64,
     /// Connections of the closed-loop runs.
     pub concurrency: usize,
+    /// Payments per scaling run.
+    pub scaling_messages: u64,
+    /// Installments of the first scaling runs (then 10x and 100x).
+    pub scaling_installments: i32,
 }
 
 /// The measurements one run can be limited to.
@@ -574,6 +772,8 @@ pub enum Part {
     Relay,
     /// Ingest vs a bare server, and the whole pipeline.
     Edge,
+    /// Processor members and installment counts.
+    Scaling,
 }
 
 /// Runs the measurements of `parts`, printing progress on stderr.
@@ -623,6 +823,9 @@ pub async fn all(config: &Config, sizes: Sizes, parts: &[Part]) -> Result<Report
     if parts.contains(&Part::Edge) {
         step("ingest, bare server, pipeline at half peak");
         report.edge = Some(edge(config, sizes.requests, sizes.concurrency).await?);
+    }
+    if parts.contains(&Part::Scaling) {
+        report.scaling = Some(scaling(config, sizes.scaling_messages, sizes.scaling_installments).await?);
     }
     Ok(report)
 }
@@ -719,6 +922,10 @@ pub fn markdown(context: &Context, r: &Report) -> String {
         );
     }
     if let Some(e) = &r.edge {
+        let rss: Vec<String> = e.peak_rss_mib.iter().map(|(k, v)| format!("{k} {v:.0} MiB")).collect();
+        let _ = writeln!(out, "- Peak RSS of each service process over the pipeline runs: {}.", rss.join(", "));
+    }
+    if let Some(e) = &r.edge {
         let _ = writeln!(out, "- Ingest HTTP latency at its peak (closed loop): {}.", lat(&e.ingest_latency_at_peak));
         let _ = writeln!(
             out,
@@ -740,6 +947,19 @@ pub fn markdown(context: &Context, r: &Report) -> String {
                 e.e2e_outcomes_bad
             );
         }
+    }
+    let _ = writeln!(out, "\n![ratios](bench-ratios.svg)\n\n![latency](bench-latency.svg)\n");
+    if let Some(points) = &r.scaling {
+        let _ =
+            writeln!(out, "\nScaling (pre-filled topic of 12 partitions, processor members as separate processes):\n");
+        let _ = writeln!(out, "| members | installments | payments/s | batch apply p99 |");
+        let _ = writeln!(out, "|---|---|---|---|");
+        for p in points {
+            let rate = p.payments_per_s.map_or("did not finish".to_owned(), thousands);
+            let p99 = p.batch_p99_ms.map_or("-".to_owned(), |ms| format!("≤ {ms:.0} ms"));
+            let _ = writeln!(out, "| {} | {} | {rate} | {p99} |", p.members, thousands(f64::from(p.installments)));
+        }
+        let _ = writeln!(out, "\n![scaling](bench-scaling.svg)");
     }
     out
 }

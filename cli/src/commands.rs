@@ -310,7 +310,8 @@ async fn bench(
     context: Context,
 ) -> anyhow::Result<()> {
     use paystream_benchmarks::bench::{all, markdown, splice, Run, Sizes};
-    let parts = if only.is_empty() { vec![Part::Processor, Part::Relay, Part::Edge] } else { only.to_vec() };
+    let parts =
+        if only.is_empty() { vec![Part::Processor, Part::Relay, Part::Edge, Part::Scaling] } else { only.to_vec() };
     let sizes = if quick {
         Sizes {
             processor_messages: 20_000,
@@ -320,6 +321,8 @@ async fn bench(
             relay_latency_seconds: 5,
             requests: 5_000,
             concurrency: 64,
+            scaling_messages: 20_000,
+            scaling_installments: 1_000,
         }
     } else {
         Sizes {
@@ -330,6 +333,8 @@ async fn bench(
             relay_latency_seconds: 10,
             requests: 30_000,
             concurrency: 64,
+            scaling_messages: 50_000,
+            scaling_installments: 10_000,
         }
     };
     let r = all(config, sizes, &parts).await?;
@@ -341,6 +346,11 @@ async fn bench(
         let text = splice(&text, &section)
             .with_context(|| format!("{} has no <!-- bench:results:start/end --> markers", path.display()))?;
         std::fs::write(path, text)?;
+        // The charts go next to the document, which links them.
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for (name, svg) in paystream_benchmarks::plot::charts(&r) {
+            std::fs::write(dir.join(name), svg)?;
+        }
     }
     if let Some(path) = json {
         std::fs::write(path, serde_json::to_string_pretty(&Run { context: &context, report: &r })?)?;
