@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the hot pure functions at the edge and on the wire: signature
 //! verification per scheme, payload normalisation per format, and Avro single-object
-//! encode/decode. Run with `cargo bench -p paystream-benchmarks`.
+//! encode/decode, and the in-memory part of a processor batch (journals checked and laid out
+//! in columns, events encoded into outbox rows). Run with `cargo bench -p paystream-benchmarks`.
 
 use std::collections::HashMap;
 
@@ -10,7 +11,7 @@ use paystream_common::config::{PayloadFormat, ProviderConfig, SignatureScheme};
 use paystream_common::Secret;
 use paystream_ingest::payload::{normalise, Envelope};
 use paystream_ingest::signature::{sign, HeaderLookup, Verifier};
-use paystream_schemas::{decode, encode, PaymentCommand};
+use paystream_schemas::{decode, encode, EventType, PaymentCommand, PaymentEvent};
 
 struct Headers(HashMap<String, String>);
 
@@ -128,6 +129,46 @@ fn edge(c: &mut Criterion) {
             |bytes| decode::<PaymentCommand>(&bytes).expect("decodes"),
             BatchSize::SmallInput,
         )
+    });
+    group.finish();
+
+    // A processor batch of 500 payments between its reads and its writes: one balanced
+    // journal and two events per payment, laid out as the columns of the batch inserts.
+    let mut group = c.benchmark_group("processor");
+    group.throughput(Throughput::Elements(500));
+    group.bench_function("plan 500 payments (journals + outbox rows)", |b| {
+        b.iter(|| {
+            let mut journals = paystream_processor::ledger::JournalRows::default();
+            let mut outbox = paystream_processor::outbox::OutboxRows::default();
+            for i in 0..500u128 {
+                let installment = uuid::Uuid::from_u128(i);
+                let contract = uuid::Uuid::from_u128(i + 1_000_000);
+                let amount: rust_decimal::Decimal = rust_decimal::Decimal::new(12_345, 2);
+                let mut journal =
+                    paystream_processor::ledger::Journal::new("payment", format!("demo-standard/pay_{i}"), "BRL");
+                journal
+                    .debit(paystream_processor::ledger::provider_clearing("demo-standard"), amount)
+                    .credit(paystream_processor::ledger::receivable(contract), amount);
+                journals.push(journal).expect("balanced");
+                for event_type in [EventType::PaymentApplied, EventType::InstallmentPaid] {
+                    let event = PaymentEvent {
+                        event_id: paystream_processor::outbox::event_id(event_type, &format!("pay_{i}")),
+                        event_type,
+                        occurred_at_ms: 1_767_323_045_000,
+                        aggregate_id: installment,
+                        provider: "demo-standard".into(),
+                        payment_id: format!("pay_{i}"),
+                        installment_id: Some(installment),
+                        contract_id: Some(contract),
+                        amount,
+                        currency: "BRL".into(),
+                        reason: None,
+                    };
+                    outbox.push_event("paystream.payments.events.v1", &event).expect("encodes");
+                }
+            }
+            (journals.ids.len(), outbox.len())
+        })
     });
     group.finish();
 }

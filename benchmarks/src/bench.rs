@@ -776,10 +776,27 @@ pub enum Part {
     Scaling,
 }
 
+/// Every relay of the runs drains the whole outbox: rows left by an earlier run (its own,
+/// or the demo's) must have their topics on this broker, or they would hold their lanes
+/// until the broker has them. The local broker keeps topics in memory, so after a restart
+/// they are created again here.
+async fn ensure_outbox_topics(config: &Config) -> Result<(), LoadgenError> {
+    let client = db(config).await?;
+    let topics: Vec<String> =
+        client.query("SELECT DISTINCT topic FROM paystream.outbox", &[]).await?.iter().map(|r| r.get(0)).collect();
+    for topic in topics {
+        let mut c = config.kafka.clone();
+        c.events_topic = topic;
+        paystream_common::kafka::ensure_topics(&c, Duration::from_secs(30)).await?;
+    }
+    Ok(())
+}
+
 /// Runs the measurements of `parts`, printing progress on stderr.
 pub async fn all(config: &Config, sizes: Sizes, parts: &[Part]) -> Result<Report, LoadgenError> {
     let step = |s: &str| eprintln!("[bench] {s}");
     let mut report = Report::default();
+    ensure_outbox_topics(config).await?;
     if parts.contains(&Part::Processor) {
         step("processor, uniform, batched");
         let uniform =

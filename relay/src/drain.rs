@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use uuid::Uuid;
@@ -226,13 +226,18 @@ pub fn event_headers(event_id: &Uuid, event_type: &str, payload: &[u8]) -> Owned
         .insert(Header { key: "schema_fingerprint", value: Some(fingerprint.as_bytes()) })
 }
 
+/// A record the broker did not acknowledge. A topic the broker does not have shows up as a
+/// timeout, so the topic is part of what the operator reads.
+#[derive(Debug, thiserror::Error)]
+#[error("{error} (topic {topic})")]
+pub struct Undelivered {
+    error: rdkafka::error::KafkaError,
+    topic: String,
+}
+
 /// Produces every row and waits for every delivery report. Returns the largest delay from
 /// the fact's commit to its ack.
-async fn publish(
-    producer: &FutureProducer,
-    rows: &[Row],
-    timeout: Duration,
-) -> Result<Duration, rdkafka::error::KafkaError> {
+async fn publish(producer: &FutureProducer, rows: &[Row], timeout: Duration) -> Result<Duration, Undelivered> {
     let sends = rows.iter().map(|row| {
         let headers = event_headers(&row.event_id, &row.event_type, &row.payload);
         producer.send(
@@ -243,7 +248,7 @@ async fn publish(
     let results = futures::future::join_all(sends).await;
     let acked_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     for result in results {
-        result.map_err(|(error, _)| error)?;
+        result.map_err(|(error, message)| Undelivered { error, topic: message.topic().to_owned() })?;
     }
     let oldest = rows.iter().map(|r| r.created_ms).min().unwrap_or(acked_ms);
     Ok(Duration::from_millis(u64::try_from(acked_ms - oldest).unwrap_or(0)))
