@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
@@ -25,7 +25,7 @@ use paystream_schemas::{encode, CommandKind, EventType, PaymentCommand, PaymentE
 use crate::loadgen::{self, Latency, LoadgenError};
 
 /// One measured figure with its baseline.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Figure {
     /// What was measured.
     pub name: String,
@@ -527,7 +527,7 @@ impl Drop for Services {
 }
 
 /// One point of the scaling curve.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScalingPoint {
     /// Processor members (processes) in the group.
     pub members: usize,
@@ -597,7 +597,7 @@ async fn batch_p99_ms(admin: SocketAddr) -> Option<f64> {
 }
 
 /// Results of the edge and pipeline measurements.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EdgeResult {
     /// Ingest vs bare server, closed loop.
     pub ingest: Figure,
@@ -721,7 +721,7 @@ pub async fn edge(config: &Config, requests: u64, concurrency: usize) -> Result<
 }
 
 /// Everything, in one run. Parts not asked for are absent.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {
     /// Processor, uniform over many installments: batched vs one payment per transaction.
     pub processor_uniform: Option<Figure>,
@@ -848,7 +848,7 @@ pub async fn all(config: &Config, sizes: Sizes, parts: &[Part]) -> Result<Report
 }
 
 /// Where and on what a run was measured, and the limits measured outside this process.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Context {
     /// UTC time of the run.
     pub date: String,
@@ -864,13 +864,13 @@ pub struct Context {
     pub pg_rows_per_s: Option<f64>,
 }
 
-/// A run with its context, as written to JSON.
-#[derive(Debug, Clone, Serialize)]
-pub struct Run<'a> {
+/// A run with its context, as written to JSON (and read back to redraw it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Run {
     /// Where and when.
-    pub context: &'a Context,
+    pub context: Context,
     /// What was measured.
-    pub report: &'a Report,
+    pub report: Report,
 }
 
 /// The results as a Markdown section: the side-by-side table, then the latencies.

@@ -11,6 +11,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message as _;
+use rust_decimal::prelude::ToPrimitive as _;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -62,7 +63,7 @@ pub struct Options {
     pub duplicates: f64,
     /// Share of requests with a wrong signature (0..1).
     pub bad: f64,
-    /// Share of payments refunded in full by a later webhook (0..1; `paystream` format only).
+    /// Share of payments refunded in full by a later webhook (0..1; paystream and stripe formats).
     pub refunds: f64,
     /// Follow the events topic and measure end-to-end latency.
     pub follow_events: bool,
@@ -75,7 +76,7 @@ pub struct Options {
 }
 
 /// Percentiles in milliseconds.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, Default)]
 pub struct Latency {
     /// Samples.
     pub count: u64,
@@ -205,7 +206,26 @@ async fn plan(config: &Config, opts: &Options, format: PayloadFormat) -> Result<
                 }),
                 None,
             ),
-            PayloadFormat::Stripe => return Err(LoadgenError::UnsupportedFormat(opts.provider.clone())),
+            PayloadFormat::Stripe => {
+                // Stripe amounts are integers in minor units.
+                let minor = (amount * Decimal::from(100)).trunc().to_i64().unwrap_or(1);
+                let currency = currency.trim().to_lowercase();
+                let refund = serde_json::json!({
+                    "id": format!("evt_{run}_{i}_r"),
+                    "type": "charge.refunded",
+                    "created": now_ms() / 1000,
+                    "data": { "object": { "id": format!("ch_{run}_{i}"), "object": "charge", "payment_intent": payment_id, "amount": minor, "amount_refunded": minor, "currency": currency, "metadata": { "installment_id": id.to_string() } } }
+                });
+                (
+                    serde_json::json!({
+                        "id": format!("evt_{run}_{i}"),
+                        "type": "payment_intent.succeeded",
+                        "created": now_ms() / 1000,
+                        "data": { "object": { "id": payment_id, "object": "payment_intent", "amount": minor, "amount_received": minor, "currency": currency, "metadata": { "installment_id": id.to_string() } } }
+                    }),
+                    Some((format!("evt_{run}_{i}_r"), serde_json::to_vec(&refund).unwrap_or_default())),
+                )
+            }
         };
         planned.push(Planned { body: serde_json::to_vec(&body).unwrap_or_default(), payment_id, webhook_id, refund });
     }

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use crate::bench::{Report, ScalingPoint};
 use crate::loadgen::Latency;
 
-const WIDTH: f64 = 760.0;
-const LABEL: f64 = 300.0;
+const WIDTH: f64 = 900.0;
+const LABEL: f64 = 380.0;
 const BAR: f64 = 18.0;
 const GAP: f64 = 8.0;
 

@@ -55,6 +55,9 @@ pub enum Command {
         /// `<!-- bench:results:start -->` and `<!-- bench:results:end -->` markers.
         #[arg(long)]
         markdown: Option<std::path::PathBuf>,
+        /// Measure nothing: read a run's JSON and write its Markdown and charts again.
+        #[arg(long)]
+        replot: Option<std::path::PathBuf>,
         /// Only these measurements (default: all).
         #[arg(long, value_enum, value_delimiter = ',')]
         only: Vec<paystream_benchmarks::bench::Part>,
@@ -108,7 +111,7 @@ pub struct LoadgenArgs {
     /// Share of requests with a wrong signature (0..1).
     #[arg(long, default_value_t = 0.0, env = "PAYSTREAM_LOADGEN_BAD")]
     bad: f64,
-    /// Share of payments refunded in full by a later webhook (0..1; paystream-format providers).
+    /// Share of payments refunded in full by a later webhook (0..1; paystream and stripe formats).
     #[arg(long, default_value_t = 0.0, env = "PAYSTREAM_LOADGEN_REFUNDS")]
     refunds: f64,
     /// Follow the events topic: end-to-end latency and one outcome per payment.
@@ -184,10 +187,10 @@ pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result
         }
         Command::Loadgen(args) => return loadgen(&config, args).await,
         Command::Report => report(&config).await?,
-        Command::Bench { quick, json, markdown, only, date, commit, machine, pg_commits, pg_rows } => {
+        Command::Bench { quick, json, markdown, replot, only, date, commit, machine, pg_commits, pg_rows } => {
             let context =
                 Context { date, commit, machine, quick, pg_commits_per_s: pg_commits, pg_rows_per_s: pg_rows };
-            bench(&config, quick, json.as_deref(), markdown.as_deref(), &only, context).await?
+            bench(&config, quick, json.as_deref(), markdown.as_deref(), replot.as_deref(), &only, context).await?
         }
         Command::Healthcheck { addr, path } => return Ok(healthcheck(&addr, &path).await),
     }
@@ -306,6 +309,7 @@ async fn bench(
     quick: bool,
     json: Option<&Path>,
     document: Option<&Path>,
+    replot: Option<&Path>,
     only: &[Part],
     context: Context,
 ) -> anyhow::Result<()> {
@@ -337,8 +341,14 @@ async fn bench(
             scaling_installments: 10_000,
         }
     };
-    let r = all(config, sizes, &parts).await?;
-    let context = Context { quick, ..context };
+    let (context, r) = match replot {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+            let run: Run = serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+            (run.context, run.report)
+        }
+        None => (Context { quick, ..context }, all(config, sizes, &parts).await?),
+    };
     let section = markdown(&context, &r);
     println!("{section}");
     if let Some(path) = document {
@@ -353,7 +363,7 @@ async fn bench(
         }
     }
     if let Some(path) = json {
-        std::fs::write(path, serde_json::to_string_pretty(&Run { context: &context, report: &r })?)?;
+        std::fs::write(path, serde_json::to_string_pretty(&Run { context, report: r })?)?;
     }
     Ok(())
 }

@@ -177,6 +177,48 @@ async fn forged_and_malformed_webhooks_never_reach_kafka() {
     p.stop().await;
 }
 
+/// Past its provider's rate limit a webhook gets 429 with `Retry-After` and a reason, and
+/// only the accepted ones reach Kafka; other providers are not limited by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_the_provider_rate_limit_answers_429_with_retry_after() {
+    let p = Pipeline::start_with(|c| {
+        let limited = c.providers.get_mut("demo-standard").unwrap();
+        limited.rate_per_second = 1;
+        limited.burst = 2;
+    })
+    .await;
+    let (installment, _) = p.installments().await[3];
+    let mut accepted = 0;
+    let mut limited = 0;
+    for i in 0..5 {
+        let (headers, body) = p.payment(&format!("msg_rl_{i}"), &format!("pay_rl_{i}"), installment, "1.00");
+        let mut request = p
+            .http
+            .post(format!("http://{}/webhooks/demo-standard", p.ingest))
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in &headers {
+            request = request.header(*k, v);
+        }
+        let response = request.send().await.unwrap();
+        match response.status().as_u16() {
+            202 => accepted += 1,
+            429 => {
+                let retry_after: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+                assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
+                let text = response.text().await.unwrap();
+                assert!(text.contains("rate"), "{text}");
+                limited += 1;
+            }
+            other => panic!("unexpected {other}: {}", response.text().await.unwrap()),
+        }
+    }
+    assert_eq!((accepted, limited), (2, 3), "burst 2, then limited");
+    let inbound = p.read_topic(&p.config.kafka.inbound_topic, Duration::from_secs(5), |seen| seen.len() >= 3).await;
+    assert_eq!(inbound.len(), 2, "only the accepted webhooks reach Kafka");
+    p.stop().await;
+}
+
 /// Undecodable bytes on the inbound topic become a dead-letter row and a dead-letter event
 /// with the original bytes, and the partition moves on to the next message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
