@@ -62,6 +62,15 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
     }
 }
 
+/// What an operator needs from a pool error: deadpool prints a wrapped database error as
+/// "db error", so the SQLSTATE and message are taken from inside it.
+pub fn describe_pool(error: &deadpool_postgres::PoolError) -> String {
+    match error {
+        deadpool_postgres::PoolError::Backend(e) => describe(e),
+        other => other.to_string(),
+    }
+}
+
 /// Classifies a PostgreSQL error by SQLSTATE (or by the lack of one: a lost connection).
 pub fn classify(error: &tokio_postgres::Error) -> Disposition {
     let Some(code) = error.code() else {

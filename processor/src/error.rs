@@ -10,7 +10,7 @@ pub enum ApplyError {
     #[error("database: {}", paystream_common::postgres::describe(.0))]
     Db(#[from] tokio_postgres::Error),
     /// No pooled connection in time.
-    #[error("database pool: {0}")]
+    #[error("database pool: {}", paystream_common::postgres::describe_pool(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     /// A journal does not balance: a bug. Nothing was committed.
     #[error("unbalanced journal {0}: refusing to commit")]

@@ -360,3 +360,82 @@ impl ReaderOnly {
         read_topic(&self.0, topic, timeout, done).await
     }
 }
+
+/// A private PostgreSQL cluster on its own port, for tests that crash or restart the
+/// database (the shared cluster serves every other test at the same time).
+pub struct PrivatePostgres {
+    pub base_url: String,
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+}
+
+impl PrivatePostgres {
+    pub async fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries (apt package postgresql)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|b| b.join("initdb").exists())
+            .max()
+            .expect("an initdb under /usr/lib/postgresql/*/bin");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("paystream-pg-{}", Uuid::new_v4().simple()));
+        let pg = Self { base_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"), dir, bin };
+        pg.as_postgres("mkdir", &["-p", pg.dir.to_str().unwrap()]);
+        let initdb = pg.bin.join("initdb");
+        pg.as_postgres(
+            initdb.to_str().unwrap(),
+            &["-D", pg.dir.to_str().unwrap(), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C"],
+        );
+        let conf = format!(
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\nmax_connections = 100\n"
+        );
+        pg.as_postgres("sh", &["-c", &format!("printf \"{conf}\" >> {}/postgresql.conf", pg.dir.display())]);
+        pg.pg_ctl(&["start", "-w", "-t", "60", "-l", &format!("{}/server.log", pg.dir.display())]);
+        pg
+    }
+
+    /// As the postgres user when running as root (the server refuses to run as root).
+    fn as_postgres(&self, program: &str, args: &[&str]) {
+        let root = std::process::Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+        let status = if root {
+            std::process::Command::new("runuser").args(["-u", "postgres", "--", program]).args(args).status()
+        } else {
+            std::process::Command::new(program).args(args).status()
+        }
+        .unwrap();
+        assert!(status.success(), "{program} {args:?}: {status}");
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let pg_ctl = self.bin.join("pg_ctl");
+        let mut all = vec!["-D", self.dir.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.as_postgres(pg_ctl.to_str().unwrap(), &all);
+    }
+
+    /// Crash (immediate shutdown: no checkpoint, recovery from WAL on start) and start again.
+    pub fn crash_and_restart(&self) {
+        self.pg_ctl(&["stop", "-m", "immediate", "-w"]);
+        self.pg_ctl(&["start", "-w", "-t", "60", "-l", &format!("{}/server.log", self.dir.display())]);
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let pg_ctl = self.bin.join("pg_ctl");
+        let _ = std::process::Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                pg_ctl.to_str().unwrap(),
+                "-D",
+                self.dir.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -188,3 +188,82 @@ async fn members_joining_and_leaving_under_load_lose_and_double_nothing() {
     c.terminate();
     assert_exact(&db, &load).await;
 }
+
+/// PostgreSQL crashes (immediate stop: no checkpoint, WAL recovery on start) in the middle of
+/// a load through the whole pipeline. The services ride it out: every payment is applied
+/// once, every `PaymentApplied` reaches the topic once, and the books balance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_crash_mid_load_loses_and_doubles_nothing() {
+    let pg = crate::harness::PrivatePostgres::start().await;
+    let url = paystream_common::testing::create_database(&pg.base_url, "pgcrash").await;
+    let p = crate::harness::Pipeline::start_with(|c| c.postgres.url = url.clone()).await;
+    let installments = p.installments().await;
+    let n = 300usize;
+    let bodies: Vec<_> = (0..n)
+        .map(|i| {
+            p.payment(&format!("msg_pg_{i}"), &format!("pay_pg_{i}"), installments[i % installments.len()].0, "0.01")
+        })
+        .collect();
+    let (ingest, http) = (p.ingest, p.http.clone());
+    let sender = tokio::spawn(async move {
+        for (headers, body) in bodies {
+            let mut request = http
+                .post(format!("http://{ingest}/webhooks/demo-standard"))
+                .header("content-type", "application/json")
+                .body(body);
+            for (k, v) in &headers {
+                request = request.header(*k, v);
+            }
+            assert_eq!(request.send().await.unwrap().status().as_u16(), 202, "ingest does not need the database");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    // Crash once a quarter of the payments are in.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&p.db, "SELECT count(*) FROM paystream.payment").await < (n / 4) as i64 {
+        assert!(Instant::now() < deadline, "payments are not being applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pg.crash_and_restart();
+    sender.await.unwrap();
+
+    // The pipeline's own connection died with the server: watch through a new one.
+    let db = crate::harness::connect_db(&p.config).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let applied = count(&db, "SELECT count(*) FROM paystream.payment").await;
+        let pending = count(&db, "SELECT count(*) FROM paystream.outbox").await;
+        if applied == n as i64 && pending == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{applied} of {n} applied, {pending} events not yet published");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let paid: Decimal =
+        db.query_one("SELECT coalesce(sum(amount), 0) FROM paystream.payment", &[]).await.unwrap().get(0);
+    assert_eq!(paid, Decimal::new(n as i64, 2));
+    let tb =
+        db.query_one("SELECT debits, credits FROM paystream.trial_balance WHERE currency = 'BRL'", &[]).await.unwrap();
+    assert_eq!(tb.get::<_, Decimal>(0), tb.get::<_, Decimal>(1), "trial balance");
+
+    let applied_events = |records: &[crate::harness::Record]| {
+        let mut ids = std::collections::HashSet::new();
+        let mut payments = std::collections::HashSet::new();
+        for r in records {
+            if let Ok(e) = paystream_schemas::decode::<paystream_schemas::PaymentEvent>(&r.payload) {
+                if e.event_type == paystream_schemas::EventType::PaymentApplied && ids.insert(e.event_id) {
+                    payments.insert(e.payment_id);
+                }
+            }
+        }
+        (ids.len(), payments.len())
+    };
+    let events =
+        p.read_topic(&p.config.kafka.events_topic, Duration::from_secs(30), |seen| applied_events(seen).0 >= n).await;
+    assert_eq!(
+        applied_events(&events),
+        (n, n),
+        "one PaymentApplied per payment on the topic (after dedupe by event id)"
+    );
+    p.stop().await;
+}
