@@ -87,7 +87,23 @@ impl GroupContext {
     }
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`): the lag of each partition
+    /// this member consumes, counted from the positions stored after PostgreSQL committed.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some(topic) = statistics.topics.get(&self.topic) {
+            for (partition, p) in &topic.partitions {
+                // -1 is librdkafka's internal UA partition. Until this member stores a position
+                // on a partition, the committed one (the previous owner's) counts; a negative
+                // lag means neither is known yet.
+                let lag = if p.consumer_lag_stored >= 0 { p.consumer_lag_stored } else { p.consumer_lag };
+                if *partition >= 0 && lag >= 0 {
+                    telemetry::lag(*partition, lag);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
@@ -147,6 +163,8 @@ type GroupConsumer = StreamConsumer<GroupContext>;
 pub async fn consume(config: &Config, pool: Pool, shutdown: Shutdown) -> Result<(), ProcessorError> {
     let consumer: Arc<GroupConsumer> = Arc::new(
         paystream_common::kafka::consumer_config(&config.kafka, &config.processor.group_id, "paystream-processor")
+            // Lag per partition in /metrics (see `GroupContext::stats`).
+            .set("statistics.interval.ms", "5000")
             .create_with_context(GroupContext {
                 pool: pool.clone(),
                 group: config.processor.group_id.clone(),

@@ -67,3 +67,9 @@ pub fn rebalance(kind: &'static str, partitions: usize) {
     tracing::info!(kind, partitions, "consumer group rebalance");
     metrics::counter!("paystream_processor_rebalances_total", "kind" => kind).increment(1);
 }
+
+/// Messages of `partition` behind this member's stored position (bounded label: partitions
+/// are few). Assigned partitions only; a revoked one keeps its last value until reassigned.
+pub fn lag(partition: i32, messages: i64) {
+    metrics::gauge!("paystream_processor_lag_messages", "partition" => partition.to_string()).set(messages as f64);
+}
