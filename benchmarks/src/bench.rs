@@ -447,13 +447,7 @@ impl Services {
             let mut command = std::process::Command::new(&exe);
             command
                 .arg(name)
-                .env("PAYSTREAM_POSTGRES__URL", &config.postgres.url)
-                .env("PAYSTREAM_KAFKA__BROKERS", &config.kafka.brokers)
-                .env("PAYSTREAM_KAFKA__INBOUND_TOPIC", &config.kafka.inbound_topic)
-                .env("PAYSTREAM_KAFKA__EVENTS_TOPIC", &config.kafka.events_topic)
-                .env("PAYSTREAM_KAFKA__DEADLETTER_TOPIC", &config.kafka.deadletter_topic)
-                .env("PAYSTREAM_KAFKA__PARTITIONS", config.kafka.partitions.to_string())
-                .env("PAYSTREAM_PROCESSOR__GROUP_ID", &config.processor.group_id)
+                .envs(config.data_env())
                 .env("PAYSTREAM_INGEST__LISTEN", ingest.to_string())
                 .env(format!("PAYSTREAM_{}__ADMIN_LISTEN", name.to_uppercase()), admin.to_string())
                 .env("RUST_LOG", "warn")

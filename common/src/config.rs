@@ -241,6 +241,21 @@ impl Config {
         Ok(config)
     }
 
+    /// The `PAYSTREAM_*` variables that point a child process (`paystream <service>`) at the
+    /// same data as this configuration: database, broker, topics and group. Callers add
+    /// what differs per child (listeners, limits).
+    pub fn data_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("PAYSTREAM_POSTGRES__URL", self.postgres.url.clone()),
+            ("PAYSTREAM_KAFKA__BROKERS", self.kafka.brokers.clone()),
+            ("PAYSTREAM_KAFKA__INBOUND_TOPIC", self.kafka.inbound_topic.clone()),
+            ("PAYSTREAM_KAFKA__EVENTS_TOPIC", self.kafka.events_topic.clone()),
+            ("PAYSTREAM_KAFKA__DEADLETTER_TOPIC", self.kafka.deadletter_topic.clone()),
+            ("PAYSTREAM_KAFKA__PARTITIONS", self.kafka.partitions.to_string()),
+            ("PAYSTREAM_PROCESSOR__GROUP_ID", self.processor.group_id.clone()),
+        ]
+    }
+
     /// Every problem with the values, listed at once.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
