@@ -98,7 +98,7 @@ pub async fn drain(
     while !shutdown.is_cancelled() {
         if Instant::now() >= next_claim {
             // Fair share: each of the live relays owns at most ceil(lanes / relays). Extra lanes
-            // are released between batches (never while one of their batches is in flight), and
+            // are released between transactions (never while one of their rows is in flight), and
             // free lanes are taken up to the share, so N relays split the work and a dead
             // relay's lanes are taken over within one claim interval.
             // This process's own workers count even before all of them connected, so that the
