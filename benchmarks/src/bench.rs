@@ -778,10 +778,9 @@ async fn ensure_outbox_topics(config: &Config) -> Result<(), LoadgenError> {
     let client = db(config).await?;
     let topics: Vec<String> =
         client.query("SELECT DISTINCT topic FROM paystream.outbox", &[]).await?.iter().map(|r| r.get(0)).collect();
-    for topic in topics {
-        let mut c = config.kafka.clone();
-        c.events_topic = topic;
-        paystream_common::kafka::ensure_topics(&c, Duration::from_secs(30)).await?;
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    if !names.is_empty() {
+        paystream_common::kafka::ensure_named_topics(&config.kafka, &names, Duration::from_secs(30)).await?;
     }
     Ok(())
 }

@@ -79,8 +79,13 @@ pub fn admin_client(kafka: &KafkaConfig) -> Result<AdminClient<DefaultClientCont
 /// Creates the product's topics if they do not exist, through the Kafka admin API. Retries
 /// for up to `wait` while the broker is not yet answering.
 pub async fn ensure_topics(kafka: &KafkaConfig, wait: Duration) -> Result<(), KafkaError> {
+    ensure_named_topics(kafka, &[&kafka.inbound_topic, &kafka.events_topic, &kafka.deadletter_topic], wait).await
+}
+
+/// Creates `names` (with the configured partitions and replication) if they do not exist,
+/// retrying for up to `wait` while the broker is not yet answering.
+pub async fn ensure_named_topics(kafka: &KafkaConfig, names: &[&str], wait: Duration) -> Result<(), KafkaError> {
     let admin = admin_client(kafka)?;
-    let names = [&kafka.inbound_topic, &kafka.events_topic, &kafka.deadletter_topic];
     let topics: Vec<NewTopic<'_>> = names
         .iter()
         .map(|name| NewTopic::new(name, kafka.partitions, TopicReplication::Fixed(kafka.replication_factor)))
