@@ -5,6 +5,7 @@
 //! CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical Form, then the Avro
 //! binary body. Any Avro library decodes them with the `.avsc` files and no registry.
 
+mod binary;
 mod canonical;
 mod codec;
 mod types;

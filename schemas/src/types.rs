@@ -7,6 +7,7 @@ use apache_avro::types::Value;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use crate::binary::{self, Reader};
 use crate::codec::{decimal_to_avro, opt_string, Fields, Record, SchemaError, WireSchema};
 
 const AMOUNT_SCALE: u32 = 2;
@@ -117,6 +118,35 @@ impl Record for PaymentCommand {
             currency: f.string("currency")?,
             occurred_at_ms: f.millis("occurred_at")?,
             received_at_ms: f.millis("received_at")?,
+        })
+    }
+
+    fn write_body(&self, out: &mut Vec<u8>) -> Result<(), SchemaError> {
+        binary::bytes(out, self.webhook_id.as_bytes());
+        binary::bytes(out, self.provider.as_bytes());
+        binary::bytes(out, self.kind.as_str().as_bytes());
+        binary::bytes(out, self.rail.as_bytes());
+        binary::bytes(out, self.payment_id.as_bytes());
+        binary::opt_uuid(out, self.installment_id.as_ref());
+        binary::bytes(out, &binary::decimal_bytes(&self.amount, AMOUNT_SCALE)?);
+        binary::bytes(out, self.currency.as_bytes());
+        binary::long(out, self.occurred_at_ms);
+        binary::long(out, self.received_at_ms);
+        Ok(())
+    }
+
+    fn read_body(r: &mut Reader<'_>) -> Result<Self, SchemaError> {
+        Ok(Self {
+            webhook_id: r.string("webhook_id")?,
+            provider: r.string("provider")?,
+            kind: CommandKind::parse(r.str("kind")?)?,
+            rail: r.string("rail")?,
+            payment_id: r.string("payment_id")?,
+            installment_id: r.opt_uuid("installment_id")?,
+            amount: r.decimal("amount", AMOUNT_SCALE)?,
+            currency: r.string("currency")?,
+            occurred_at_ms: r.long("occurred_at")?,
+            received_at_ms: r.long("received_at")?,
         })
     }
 }
@@ -233,6 +263,42 @@ impl Record for PaymentEvent {
             reason: f.opt_string("reason")?,
         })
     }
+
+    fn write_body(&self, out: &mut Vec<u8>) -> Result<(), SchemaError> {
+        binary::uuid(out, &self.event_id);
+        binary::bytes(out, self.event_type.as_str().as_bytes());
+        binary::long(out, self.occurred_at_ms);
+        binary::uuid(out, &self.aggregate_id);
+        binary::bytes(out, self.provider.as_bytes());
+        binary::bytes(out, self.payment_id.as_bytes());
+        binary::opt_uuid(out, self.installment_id.as_ref());
+        binary::opt_uuid(out, self.contract_id.as_ref());
+        binary::bytes(out, &binary::decimal_bytes(&self.amount, AMOUNT_SCALE)?);
+        binary::bytes(out, self.currency.as_bytes());
+        binary::opt_string(out, self.reason.as_deref());
+        Ok(())
+    }
+
+    fn read_body(r: &mut Reader<'_>) -> Result<Self, SchemaError> {
+        let event_id = r.uuid("event_id")?;
+        let event_type = r.str("event_type")?;
+        Ok(Self {
+            event_id,
+            event_type: EventType::parse(event_type).ok_or_else(|| SchemaError::Field {
+                field: "event_type",
+                problem: format!("unknown event type {event_type:?}"),
+            })?,
+            occurred_at_ms: r.long("occurred_at")?,
+            aggregate_id: r.uuid("aggregate_id")?,
+            provider: r.string("provider")?,
+            payment_id: r.string("payment_id")?,
+            installment_id: r.opt_uuid("installment_id")?,
+            contract_id: r.opt_uuid("contract_id")?,
+            amount: r.decimal("amount", AMOUNT_SCALE)?,
+            currency: r.string("currency")?,
+            reason: r.opt_string("reason")?,
+        })
+    }
 }
 
 /// A message the processor could not apply (topic `paystream.payments.deadletter.v1`).
@@ -281,6 +347,29 @@ impl Record for DeadLetter {
             reason: f.string("reason")?,
             payload: f.bytes("payload")?,
             occurred_at_ms: f.millis("occurred_at")?,
+        })
+    }
+
+    fn write_body(&self, out: &mut Vec<u8>) -> Result<(), SchemaError> {
+        binary::uuid(out, &self.event_id);
+        binary::bytes(out, self.source_topic.as_bytes());
+        binary::long(out, i64::from(self.source_partition));
+        binary::long(out, self.source_offset);
+        binary::bytes(out, self.reason.as_bytes());
+        binary::bytes(out, &self.payload);
+        binary::long(out, self.occurred_at_ms);
+        Ok(())
+    }
+
+    fn read_body(r: &mut Reader<'_>) -> Result<Self, SchemaError> {
+        Ok(Self {
+            event_id: r.uuid("event_id")?,
+            source_topic: r.string("source_topic")?,
+            source_partition: r.int("source_partition")?,
+            source_offset: r.long("source_offset")?,
+            reason: r.string("reason")?,
+            payload: r.bytes("payload")?.to_vec(),
+            occurred_at_ms: r.long("occurred_at")?,
         })
     }
 }
