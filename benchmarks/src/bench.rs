@@ -98,6 +98,12 @@ async fn installments(config: &Config, namespace: &str, n: i32, amount_due: i64)
 pub async fn processor(config: &Config, messages: u64, spread: i32, batch_max: usize) -> Result<f64, LoadgenError> {
     let mut config = unique(config, "processor");
     config.processor.batch_max = batch_max;
+    if batch_max == 1 {
+        // The one-payment-per-transaction design: no merging across partitions either, and
+        // as many transactions in flight as partitions (its best case).
+        config.processor.transaction_max = 1;
+        config.processor.transactions = config.postgres.pool_size.min(config.kafka.partitions.max(1) as usize);
+    }
     fill_inbound(&config, messages, spread).await?;
     let client = db(&config).await?;
     let shutdown = Shutdown::new();

@@ -149,6 +149,13 @@ pub struct ProcessorConfig {
     pub batch_max: usize,
     /// Messages buffered per partition between the consumer and its worker.
     pub partition_queue: usize,
+    /// Transactions in flight at once. Partition batches waiting while they are busy are
+    /// merged into the next one (group commit across partitions), so under load the number
+    /// of commits stays flat and the batches grow instead.
+    pub transactions: usize,
+    /// Messages in one transaction, at most, counted in whole partition batches: a
+    /// transaction stops taking batches once it holds this many.
+    pub transaction_max: usize,
     /// Longest pause between retries of a batch that failed for a transient reason.
     pub retry_backoff_max_ms: u64,
     /// Start newly assigned partitions at the position stored in PostgreSQL instead of the
@@ -286,6 +293,11 @@ impl Config {
             (1..=1_000_000).contains(&self.processor.partition_queue),
             "processor.partition_queue must be 1..=1000000",
         );
+        check(
+            (1..=self.postgres.pool_size).contains(&self.processor.transactions),
+            "processor.transactions must be 1..=postgres.pool_size",
+        );
+        check((1..=100_000).contains(&self.processor.transaction_max), "processor.transaction_max must be 1..=100000");
         check((1..=100_000).contains(&self.relay.batch_max), "relay.batch_max must be 1..=100000");
         check((1..=8).contains(&self.relay.workers), "relay.workers must be 1..=8");
         check((1..=64).contains(&self.relay.batches_per_transaction), "relay.batches_per_transaction must be 1..=64");

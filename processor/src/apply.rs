@@ -1,17 +1,17 @@
-//! Applying a batch of one partition's messages in one PostgreSQL transaction.
+//! Applying batches of one or several partitions' messages in one PostgreSQL transaction.
 //!
 //! Order of work inside the transaction, and why:
-//! 1. lock the partition's stored position and skip what is below it (redelivery after a
-//!    crash or rebalance, a zombie worker of a revoked partition);
+//! 1. lock the partitions' stored positions (in partition order) and skip what is below them
+//!    (redelivery after a crash or rebalance, a zombie worker of a revoked partition);
 //! 2. decode; what cannot be decoded or is invalid becomes a dead letter in the same batch;
 //! 3. read which payments and reversals already exist (dedupe on the provider's ids);
 //! 4. lock the installments in id order (no deadlocks between partitions), then the
 //!    payments being reversed;
-//! 5. apply each command in offset order against the locked state in memory;
+//! 5. apply each partition's commands in offset order against the locked state in memory;
 //! 6. write everything with set-based inserts, settle contracts whose installments are all
-//!    paid, advance the position, NOTIFY the relay, commit.
+//!    paid, advance the positions, NOTIFY the relay, commit.
 //!
-//! The effect and the position commit together or not at all.
+//! The effect and the positions commit together or not at all.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -128,6 +128,7 @@ struct Writes {
     pay_credited: Vec<Decimal>,
     pay_journal: Vec<Option<Uuid>>,
     pay_occurred: Vec<i64>,
+    pay_partition: Vec<i32>,
     pay_offset: Vec<i64>,
     rev_provider: Vec<String>,
     rev_id: Vec<String>,
@@ -137,6 +138,7 @@ struct Writes {
     rev_status: Vec<String>,
     rev_reason: Vec<Option<String>>,
     rev_journal: Vec<Option<Uuid>>,
+    dead_partition: Vec<i32>,
     dead_offset: Vec<i64>,
     dead_reason: Vec<String>,
     dead_payload: Vec<Vec<u8>>,
@@ -148,24 +150,56 @@ struct Writes {
 type Key = (String, String);
 
 /// Applies `messages` (one partition, ascending offsets) in the transaction `tx` and commits.
-pub async fn apply_batch(
-    mut tx: Transaction<'_>,
+pub async fn apply_batch(tx: Transaction<'_>, source: &Source, messages: &[Message]) -> Result<Outcome, ApplyError> {
+    apply_parts(tx, &[(source, messages)]).await
+}
+
+/// Locks the stored positions of `partitions` (ascending) and returns them by partition.
+async fn lock_positions(
+    tx: &Transaction<'_>,
     source: &Source,
-    messages: &[Message],
-) -> Result<Outcome, ApplyError> {
+    partitions: &[i32],
+) -> Result<HashMap<i32, i64>, ApplyError> {
+    let stmt = tx.prepare_cached(sql!("consumer_position_lock_batch.sql")).await?;
+    let rows = tx.query(&stmt, &[&source.group, &source.topic, &partitions]).await?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+/// Applies the batches of several partitions (each ascending, at most one batch per
+/// partition) in the transaction `tx` and commits. Partitions are independent, so one
+/// transaction serves them all: at moderate rates this is what keeps the number of commits,
+/// and the database's work per payment, down.
+pub async fn apply_parts(mut tx: Transaction<'_>, parts: &[(&Source, &[Message])]) -> Result<Outcome, ApplyError> {
     let mut outcome = Outcome::default();
-    let Some(last) = messages.last() else {
+    let Some((first, _)) = parts.first() else {
         return Ok(outcome);
     };
-    // The worker drops repeated offsets, so a batch ascends strictly; applying out of order
+    // Workers drop repeated offsets, so a batch ascends strictly; applying out of order
     // would break per-installment order, so this is checked, not assumed.
-    if !messages.windows(2).all(|w| w[0].offset < w[1].offset) {
-        return Err(ApplyError::OutOfOrder(source.partition));
+    for (source, messages) in parts {
+        if !messages.windows(2).all(|w| w[0].offset < w[1].offset) {
+            return Err(ApplyError::OutOfOrder(source.partition));
+        }
     }
-    let stmt = tx.prepare_cached(sql!("consumer_position_lock.sql")).await?;
-    let next: i64 = tx.query_one(&stmt, &[&source.group, &source.topic, &source.partition]).await?.get(0);
-    let fresh: Vec<&Message> = messages.iter().filter(|m| m.offset >= next).collect();
-    outcome.skipped = (messages.len() - fresh.len()) as u64;
+    let mut partitions: Vec<i32> = parts.iter().map(|(s, _)| s.partition).collect();
+    partitions.sort_unstable();
+    if partitions.windows(2).any(|w| w[0] == w[1]) {
+        return Err(ApplyError::OutOfOrder(partitions[0]));
+    }
+    let positions = lock_positions(&tx, first, &partitions).await?;
+    let mut fresh: Vec<(&Source, &Message)> = Vec::new();
+    let mut advance_partition: Vec<i32> = Vec::new();
+    let mut advance_to: Vec<i64> = Vec::new();
+    for (source, messages) in parts {
+        let next = positions.get(&source.partition).copied().unwrap_or(0);
+        let before = fresh.len();
+        fresh.extend(messages.iter().filter(|m| m.offset >= next).map(|m| (*source, m)));
+        outcome.skipped += (messages.len() - (fresh.len() - before)) as u64;
+        if let (true, Some(last)) = (fresh.len() > before, messages.last()) {
+            advance_partition.push(source.partition);
+            advance_to.push(last.offset + 1);
+        }
+    }
     if fresh.is_empty() {
         tx.rollback().await?;
         return Ok(outcome);
@@ -175,14 +209,14 @@ pub async fn apply_batch(
     let now_ms = now_ms();
 
     // 2. decode and validate
-    let mut commands: Vec<(i64, PaymentCommand)> = Vec::with_capacity(fresh.len());
-    for m in &fresh {
+    let mut commands: Vec<(&Source, i64, PaymentCommand)> = Vec::with_capacity(fresh.len());
+    for (source, m) in &fresh {
         let payload = m.payload.as_deref().unwrap_or_default();
         match decode::<PaymentCommand>(payload)
             .map_err(|e| e.to_string())
             .and_then(|c| validate(c).map_err(String::from))
         {
-            Ok(c) => commands.push((m.offset, c)),
+            Ok(c) => commands.push((source, m.offset, c)),
             Err(reason) => dead_letter(
                 &mut w,
                 source,
@@ -196,7 +230,7 @@ pub async fn apply_batch(
 
     // 3. what exists already
     let (pk_provider, pk_id): (Vec<&str>, Vec<&str>) =
-        commands.iter().map(|(_, c)| (c.provider.as_str(), c.payment_id.as_str())).unzip();
+        commands.iter().map(|(_, _, c)| (c.provider.as_str(), c.payment_id.as_str())).unzip();
     let stmt = tx.prepare_cached(sql!("payment_select_by_keys.sql")).await?;
     let mut existing: HashMap<Key, Uuid> = HashMap::new();
     for row in tx.query(&stmt, &[&pk_provider, &pk_id]).await? {
@@ -204,8 +238,8 @@ pub async fn apply_batch(
     }
     let (rk_provider, rk_id): (Vec<&str>, Vec<&str>) = commands
         .iter()
-        .filter(|(_, c)| c.kind != CommandKind::Payment)
-        .map(|(_, c)| (c.provider.as_str(), c.webhook_id.as_str()))
+        .filter(|(_, _, c)| c.kind != CommandKind::Payment)
+        .map(|(_, _, c)| (c.provider.as_str(), c.webhook_id.as_str()))
         .unzip();
     let mut seen_reversals: HashSet<Key> = HashSet::new();
     if !rk_provider.is_empty() {
@@ -218,7 +252,7 @@ pub async fn apply_batch(
     // 4. lock installments in id order, then the payments being reversed
     let mut installment_ids: Vec<Uuid> = commands
         .iter()
-        .filter_map(|(_, c)| {
+        .filter_map(|(_, _, c)| {
             c.installment_id.or_else(|| existing.get(&(c.provider.clone(), c.payment_id.clone())).copied())
         })
         .collect();
@@ -245,8 +279,8 @@ pub async fn apply_batch(
     let mut payments: HashMap<Key, PaymentState> = HashMap::new();
     let (vk_provider, vk_id): (Vec<&str>, Vec<&str>) = commands
         .iter()
-        .filter(|(_, c)| c.kind != CommandKind::Payment)
-        .map(|(_, c)| (c.provider.as_str(), c.payment_id.as_str()))
+        .filter(|(_, _, c)| c.kind != CommandKind::Payment)
+        .map(|(_, _, c)| (c.provider.as_str(), c.payment_id.as_str()))
         .unzip();
     if !vk_provider.is_empty() {
         let stmt = tx.prepare_cached(sql!("payment_select_for_update.sql")).await?;
@@ -266,9 +300,9 @@ pub async fn apply_batch(
         }
     }
 
-    // 5. apply in offset order
+    // 5. apply in offset order (within each partition; partitions are independent)
     let mut seen_payments: HashSet<Key> = existing.keys().cloned().collect();
-    for (offset, c) in commands {
+    for (source, offset, c) in commands {
         match c.kind {
             CommandKind::Payment => {
                 let key = (c.provider.clone(), c.payment_id.clone());
@@ -289,10 +323,9 @@ pub async fn apply_batch(
     }
 
     // 6. write
-    write(&mut tx, source, &mut w, &installments, &payments, now_ms).await?;
-    let stmt = tx.prepare_cached(sql!("consumer_position_advance.sql")).await?;
-    let next_offset = last.offset + 1;
-    tx.execute(&stmt, &[&source.group, &source.topic, &source.partition, &next_offset]).await?;
+    write(&mut tx, first, &mut w, &installments, &payments, now_ms).await?;
+    let stmt = tx.prepare_cached(sql!("consumer_position_advance_batch.sql")).await?;
+    tx.execute(&stmt, &[&first.group, &first.topic, &advance_partition, &advance_to]).await?;
     if !w.outbox.is_empty() {
         tx.batch_execute("NOTIFY paystream_outbox").await?;
     }
@@ -310,17 +343,17 @@ pub async fn dead_letter_one(
     message: &Message,
     reason: String,
 ) -> Result<(), ApplyError> {
-    let stmt = tx.prepare_cached(sql!("consumer_position_lock.sql")).await?;
-    let next: i64 = tx.query_one(&stmt, &[&source.group, &source.topic, &source.partition]).await?.get(0);
-    if message.offset < next {
+    let positions = lock_positions(&tx, source, &[source.partition]).await?;
+    if message.offset < positions.get(&source.partition).copied().unwrap_or(0) {
         return Ok(tx.rollback().await?);
     }
     let mut w = Writes::default();
     let now = now_ms();
     dead_letter(&mut w, source, message.offset, message.payload.as_deref().unwrap_or_default(), reason, now)?;
     write(&mut tx, source, &mut w, &HashMap::new(), &HashMap::new(), now).await?;
-    let stmt = tx.prepare_cached(sql!("consumer_position_advance.sql")).await?;
-    tx.execute(&stmt, &[&source.group, &source.topic, &source.partition, &(message.offset + 1)]).await?;
+    let stmt = tx.prepare_cached(sql!("consumer_position_advance_batch.sql")).await?;
+    let (partition, next) = (&[source.partition][..], &[message.offset + 1][..]);
+    tx.execute(&stmt, &[&source.group, &source.topic, &partition, &next]).await?;
     tx.batch_execute("NOTIFY paystream_outbox").await?;
     Ok(tx.commit().await?)
 }
@@ -363,6 +396,7 @@ fn dead_letter(
     };
     tracing::warn!(partition = source.partition, offset, %reason, "message dead-lettered");
     w.outbox.push_dead_letter(&source.deadletter_topic, &dead)?;
+    w.dead_partition.push(source.partition);
     w.dead_offset.push(offset);
     w.dead_reason.push(reason);
     w.dead_payload.push(dead.payload);
@@ -491,6 +525,7 @@ fn apply_payment(
     w.pay_credited.push(credited);
     w.pay_journal.push(journal_id);
     w.pay_occurred.push(c.occurred_at_ms);
+    w.pay_partition.push(source.partition);
     w.pay_offset.push(offset);
     Ok(())
 }
@@ -607,8 +642,8 @@ async fn write(
             &w.pay_credited,
             &w.pay_journal,
             &w.pay_occurred,
+            &w.pay_partition,
             &w.pay_offset,
-            &source.partition,
         ];
         tx.execute(&stmt, &params).await?;
     }
@@ -679,7 +714,7 @@ async fn write(
     }
     if !w.dead_offset.is_empty() {
         let stmt = tx.prepare_cached(sql!("dead_letter_insert_batch.sql")).await?;
-        tx.execute(&stmt, &[&source.topic, &source.partition, &w.dead_offset, &w.dead_reason, &w.dead_payload]).await?;
+        tx.execute(&stmt, &[&source.topic, &w.dead_partition, &w.dead_offset, &w.dead_reason, &w.dead_payload]).await?;
     }
     if !w.outbox.is_empty() {
         let o = &w.outbox;

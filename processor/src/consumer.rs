@@ -1,6 +1,9 @@
 //! The consumer-group member: one task receives from Kafka and hands each message to its
-//! partition's worker over a bounded channel; each worker applies its partition in order, in
-//! batches. Partitions run in parallel; a partition never does.
+//! partition's worker over a bounded channel; each worker gathers its partition's batch and
+//! hands it to the committers, a few tasks that each run one transaction at a time and put
+//! every batch waiting when they start into it (group commit across partitions). A worker
+//! waits for its batch's commit before it gathers the next, so a partition is applied in
+//! order and never in two transactions at once; partitions run in parallel.
 //!
 //! Offsets are stored in Kafka only after the batch committed in PostgreSQL (and the stored
 //! position in PostgreSQL is the truth): a crash replays at most the uncommitted tail, which
@@ -19,14 +22,14 @@ use rdkafka::message::Message as _;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use paystream_common::config::Config;
 use paystream_common::postgres::Disposition;
 use paystream_common::Shutdown;
 
-use crate::apply::{apply_batch, dead_letter_one, Message, Source};
+use crate::apply::{apply_batch, apply_parts, dead_letter_one, Message, Source};
 use crate::error::{ApplyError, ProcessorError};
 use crate::telemetry;
 
@@ -180,6 +183,19 @@ pub async fn consume(config: &Config, pool: Pool, shutdown: Shutdown) -> Result<
     let mut workers: HashMap<i32, (mpsc::Sender<Message>, Arc<AtomicBool>)> = HashMap::new();
     let mut tasks: JoinSet<Result<(), ProcessorError>> = JoinSet::new();
     let fatal = shutdown.child_token();
+    // Each worker has at most one batch waiting, so the queue never holds more than the
+    // partitions this member owns.
+    let (commit, pending) = mpsc::channel::<Pending>(1024);
+    let pending = Arc::new(tokio::sync::Mutex::new(pending));
+    for _ in 0..config.processor.transactions {
+        let committer = Committer {
+            pending: pending.clone(),
+            pool: pool.clone(),
+            transaction_max: config.processor.transaction_max,
+            stop: fatal.clone(),
+        };
+        tasks.spawn(committer.run());
+    }
     let result = loop {
         tokio::select! {
             _ = fatal.cancelled() => break Ok(()),
@@ -221,6 +237,7 @@ pub async fn consume(config: &Config, pool: Pool, shutdown: Shutdown) -> Result<
                     };
                     let worker = Worker {
                         source,
+                        commit: commit.clone(),
                         pool: pool.clone(),
                         consumer: consumer.clone(),
                         batch_max: config.processor.batch_max,
@@ -242,8 +259,9 @@ pub async fn consume(config: &Config, pool: Pool, shutdown: Shutdown) -> Result<
         }
     };
     // Close every queue; workers finish the batch in hand (or abandon it uncommitted on a
-    // second signal) and exit.
+    // second signal) and exit, and the committers with them.
     drop(workers);
+    drop(commit);
     fatal.cancel();
     while let Some(done) = tasks.join_next().await {
         if let Ok(Err(error)) = done {
@@ -255,8 +273,79 @@ pub async fn consume(config: &Config, pool: Pool, shutdown: Shutdown) -> Result<
     result
 }
 
+/// A partition's batch waiting for a transaction.
+struct Pending {
+    source: Source,
+    messages: Arc<Vec<Message>>,
+    /// The outcome: `Err` carries the failure of the transaction, which may have been
+    /// another partition's fault; the worker then retries its batch alone.
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Runs transactions one at a time, each holding every batch that was waiting when it began
+/// (up to `transaction_max` messages).
+struct Committer {
+    pending: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>,
+    pool: Pool,
+    transaction_max: usize,
+    stop: Shutdown,
+}
+
+impl Committer {
+    async fn run(self) -> Result<(), ProcessorError> {
+        let mut group: Vec<Pending> = Vec::new();
+        loop {
+            group.clear();
+            {
+                let mut pending = self.pending.lock().await;
+                let first = tokio::select! {
+                    _ = self.stop.cancelled() => None,
+                    p = pending.recv() => p,
+                };
+                let Some(first) = first else { return Ok(()) };
+                let mut size = first.messages.len();
+                group.push(first);
+                while size < self.transaction_max {
+                    let Ok(next) = pending.try_recv() else { break };
+                    size += next.messages.len();
+                    group.push(next);
+                }
+            }
+            let started = Instant::now();
+            let parts: Vec<(&Source, &[Message])> = group.iter().map(|p| (&p.source, &p.messages[..])).collect();
+            let result = match self.pool.get().await {
+                Ok(mut client) => match client.transaction().await {
+                    Ok(tx) => apply_parts(tx, &parts).await,
+                    Err(e) => Err(ApplyError::from(e)),
+                },
+                Err(e) => Err(ApplyError::from(e)),
+            };
+            let size = parts.iter().map(|(_, m)| m.len()).sum();
+            drop(parts);
+            let reply = match result {
+                Ok(outcome) => {
+                    telemetry::BatchApplied {
+                        partitions: group.len(),
+                        size,
+                        outcome: &outcome,
+                        elapsed: started.elapsed(),
+                    }
+                    .emit();
+                    Ok(())
+                }
+                Err(error) => Err(error.to_string()),
+            };
+            for p in group.drain(..) {
+                // A worker that stopped waiting (shutdown) has nothing left to do with it.
+                let _ = p.done.send(reply.clone());
+            }
+        }
+    }
+}
+
 struct Worker {
     source: Source,
+    commit: mpsc::Sender<Pending>,
     pool: Pool,
     consumer: Arc<GroupConsumer>,
     batch_max: usize,
@@ -300,12 +389,35 @@ impl Worker {
             if batch.is_empty() {
                 continue;
             }
-            self.apply_with_retry(&batch).await?;
-            if let Some(last) = batch.last() {
+            let messages = Arc::new(std::mem::replace(&mut batch, Vec::with_capacity(self.batch_max)));
+            match self.commit_shared(messages.clone()).await {
+                Ok(true) => {}
+                Ok(false) => return Ok(()), // shutting down: the batch stays uncommitted
+                Err(error) => {
+                    tracing::debug!(partition = self.source.partition, %error, "shared transaction failed; applying the batch alone");
+                    self.apply_with_retry(&messages).await?;
+                }
+            }
+            if let Some(last) = messages.last() {
                 // Fails only when the partition was revoked meanwhile: the new owner starts
                 // from the committed offset and the stored position skips what we applied.
                 let _ = self.consumer.store_offset(&self.source.topic, self.source.partition, last.offset);
             }
+        }
+    }
+
+    /// Hands the batch to the committers and waits for its transaction: `Ok(false)` when
+    /// the processor is stopping, `Err` when the transaction failed (for any of its batches).
+    async fn commit_shared(&self, messages: Arc<Vec<Message>>) -> Result<bool, String> {
+        let (done, outcome) = oneshot::channel();
+        let pending = Pending { source: self.source.clone(), messages, done };
+        if self.commit.send(pending).await.is_err() {
+            return Ok(false);
+        }
+        match outcome.await {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Ok(false),
         }
     }
 
@@ -324,7 +436,7 @@ impl Worker {
             let error = match result {
                 Ok(outcome) => {
                     telemetry::BatchApplied {
-                        partition: self.source.partition,
+                        partitions: 1,
                         size: batch.len(),
                         outcome: &outcome,
                         elapsed: started.elapsed(),

@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use crate::apply::Outcome;
 
-/// A batch committed.
+/// A transaction committed.
 pub struct BatchApplied<'a> {
-    /// Partition (a bounded label: partitions are few).
-    pub partition: i32,
-    /// Messages in the batch.
+    /// Partitions whose batches it held.
+    pub partitions: usize,
+    /// Messages in the transaction.
     pub size: usize,
     /// What it did.
     pub outcome: &'a Outcome,
@@ -21,7 +21,7 @@ impl BatchApplied<'_> {
     pub fn emit(&self) {
         let o = self.outcome;
         tracing::debug!(
-            partition = self.partition,
+            partitions = self.partitions,
             size = self.size,
             applied = o.applied,
             duplicates = o.duplicates,
@@ -40,6 +40,7 @@ impl BatchApplied<'_> {
         count("skipped", o.skipped);
         metrics::counter!("paystream_processor_events_written_total").increment(o.events);
         metrics::histogram!("paystream_processor_batch_size").record(self.size as f64);
+        metrics::histogram!("paystream_processor_batch_partitions").record(self.partitions as f64);
         metrics::histogram!("paystream_processor_batch_duration_seconds").record(self.elapsed.as_secs_f64());
     }
 }

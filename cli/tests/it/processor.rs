@@ -267,3 +267,104 @@ async fn postgres_crash_mid_load_loses_and_doubles_nothing() {
     );
     p.stop().await;
 }
+
+/// One partition's messages as a member would hold them: `commands[range]` at their offsets.
+fn messages(commands: &[Vec<u8>], range: std::ops::Range<usize>) -> Vec<paystream_processor::apply::Message> {
+    range
+        .map(|i| paystream_processor::apply::Message { offset: i as i64, payload: Some(commands[i].clone()) })
+        .collect()
+}
+
+/// The same messages delivered again, late and out of order across a rebalance, against the
+/// real database: the old owner applies a prefix, the new owner starts from a stale committed
+/// offset (redelivering part of that prefix), the old owner's in-flight batch arrives after
+/// the new owner moved past it (a zombie), and the zombie races the new owner, whose
+/// transaction also carries another partition. Every payment takes effect once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redelivery_out_of_order_across_a_rebalance_applies_once() {
+    use paystream_processor::apply::{apply_batch, apply_parts, Outcome, Source};
+
+    let (config, db) = setup().await;
+    let installments: Vec<Uuid> = db
+        .query("SELECT id FROM paystream.installments ORDER BY id", &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    let command = |partition: i32, i: usize| {
+        encode(&PaymentCommand {
+            webhook_id: format!("msg_{partition}_{i}"),
+            provider: "demo-standard".into(),
+            kind: CommandKind::Payment,
+            rail: "pix".into(),
+            payment_id: format!("pay_{partition}_{i}"),
+            installment_id: Some(installments[(i * 3 + partition as usize) % installments.len()]),
+            amount: Decimal::new(100, 2),
+            currency: "BRL".into(),
+            occurred_at_ms: 1_700_000_000_000,
+            received_at_ms: 1_700_000_000_000,
+        })
+        .unwrap()
+    };
+    let p0: Vec<Vec<u8>> = (0..120).map(|i| command(0, i)).collect();
+    let p1: Vec<Vec<u8>> = (0..10).map(|i| command(1, i)).collect();
+    let source = |partition: i32| Source {
+        group: config.processor.group_id.clone(),
+        topic: config.kafka.inbound_topic.clone(),
+        partition,
+        events_topic: config.kafka.events_topic.clone(),
+        deadletter_topic: config.kafka.deadletter_topic.clone(),
+    };
+    let (s0, s1) = (source(0), source(1));
+    let pool = paystream_common::postgres::pool(&config.postgres).unwrap();
+    let apply = |parts: Vec<(Source, Vec<paystream_processor::apply::Message>)>| {
+        let pool = pool.clone();
+        async move {
+            let mut client = pool.get().await.unwrap();
+            let tx = client.transaction().await.unwrap();
+            let parts: Vec<(&Source, &[paystream_processor::apply::Message])> =
+                parts.iter().map(|(s, m)| (s, &m[..])).collect();
+            apply_parts(tx, &parts).await.unwrap()
+        }
+    };
+
+    // The old owner applies offsets 0..60 in two batches.
+    let mut total = Outcome::default();
+    for range in [0..30, 30..60] {
+        let mut client = pool.get().await.unwrap();
+        let o = apply_batch(client.transaction().await.unwrap(), &s0, &messages(&p0, range)).await.unwrap();
+        total.applied += o.applied;
+    }
+    // The new owner starts at a stale committed offset, 20: 40 of its 70 are redeliveries.
+    let o = apply(vec![(s0.clone(), messages(&p0, 20..90))]).await;
+    assert_eq!((o.applied, o.skipped), (30, 40), "redelivered prefix skipped, the rest applied");
+    total.applied += o.applied;
+    // The old owner's in-flight batch arrives late, behind the new owner's position.
+    let o = apply(vec![(s0.clone(), messages(&p0, 60..70))]).await;
+    assert_eq!((o.applied, o.skipped), (0, 10), "a zombie's late batch changes nothing");
+    // The zombie's next batch races the new owner's, which also carries partition 1: the
+    // position lock orders them, whichever wins.
+    let (zombie, owner) = tokio::join!(
+        apply(vec![(s0.clone(), messages(&p0, 85..110))]),
+        apply(vec![(s1.clone(), messages(&p1, 0..10)), (s0.clone(), messages(&p0, 85..120))])
+    );
+    assert_eq!(zombie.applied + owner.applied, 30 + 10, "each message of the race applied by exactly one side");
+    total.applied += zombie.applied + owner.applied;
+    assert_eq!(total.applied, 130);
+
+    assert_eq!(count(&db, "SELECT count(*) FROM paystream.payment").await, 130);
+    let positions: Vec<(i32, i64)> = db
+        .query(
+            "SELECT partition, next_offset FROM paystream.consumer_position WHERE consumer_group = $1 ORDER BY 1",
+            &[&config.processor.group_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(positions, vec![(0, 120), (1, 10)]);
+    let load = Load { distinct: 130, poison: 0, total: Decimal::new(100, 2) * Decimal::from(130) };
+    assert_exact(&db, &load).await;
+}
