@@ -147,8 +147,10 @@ pub struct ProcessorConfig {
     pub group_id: String,
     /// Messages of one partition applied in one transaction, at most.
     pub batch_max: usize,
-    /// Messages buffered per partition between the consumer and its worker.
-    pub partition_queue: usize,
+    /// Messages received from Kafka and not yet committed, all partitions together. One
+    /// bound for all, not one per partition: the consumer receives long runs of a single
+    /// partition, and a full per-partition queue would stall every other partition behind it.
+    pub queued_max: usize,
     /// Transactions in flight at once. Partition batches waiting while they are busy are
     /// merged into the next one (group commit across partitions), so under load the number
     /// of commits stays flat and the batches grow instead.
@@ -290,8 +292,8 @@ impl Config {
         check(!self.processor.group_id.is_empty(), "processor.group_id is empty");
         check((1..=10_000).contains(&self.processor.batch_max), "processor.batch_max must be 1..=10000");
         check(
-            (1..=1_000_000).contains(&self.processor.partition_queue),
-            "processor.partition_queue must be 1..=1000000",
+            (self.processor.batch_max..=1_000_000).contains(&self.processor.queued_max),
+            "processor.queued_max must be processor.batch_max..=1000000",
         );
         check(
             (1..=self.postgres.pool_size).contains(&self.processor.transactions),

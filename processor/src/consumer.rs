@@ -22,7 +22,7 @@ use rdkafka::message::Message as _;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use paystream_common::config::Config;
@@ -180,7 +180,10 @@ pub async fn consume(config: &Config, pool: Pool, shutdown: Shutdown) -> Result<
     consumer.subscribe(&[&config.kafka.inbound_topic])?;
     tracing::info!(topic = %config.kafka.inbound_topic, group = %config.processor.group_id, "processor consuming");
 
-    let mut workers: HashMap<i32, (mpsc::Sender<Message>, Arc<AtomicBool>)> = HashMap::new();
+    let mut workers: HashMap<i32, (mpsc::UnboundedSender<Queued>, Arc<AtomicBool>)> = HashMap::new();
+    // The bound on what is received and not yet committed: each message holds a permit until
+    // its batch committed or was abandoned.
+    let queued = Arc::new(Semaphore::new(config.processor.queued_max));
     let mut tasks: JoinSet<Result<(), ProcessorError>> = JoinSet::new();
     let fatal = shutdown.child_token();
     // Each worker has at most one batch waiting, so the queue never holds more than the
@@ -220,13 +223,21 @@ pub async fn consume(config: &Config, pool: Pool, shutdown: Shutdown) -> Result<
                 let partition = m.partition();
                 let message = Message { offset: m.offset(), payload: m.payload().map(<[u8]>::to_vec) };
                 drop(m);
+                // Backpressure: wait until committed batches make room.
+                let permit = tokio::select! {
+                    _ = fatal.cancelled() => break Ok(()),
+                    permit = queued.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break Ok(()), // closed: never, the semaphore lives here
+                    },
+                };
                 // A worker of an earlier assignment of this partition was told to stop by the
                 // revoke; messages of the new assignment go to a new worker.
                 if workers.get(&partition).is_some_and(|(_, live)| !live.load(Ordering::Acquire)) {
                     workers.remove(&partition);
                 }
                 let (sender, _) = workers.entry(partition).or_insert_with(|| {
-                    let (tx, rx) = mpsc::channel(config.processor.partition_queue);
+                    let (tx, rx) = mpsc::unbounded_channel();
                     let live = consumer.context().live_flag(partition);
                     let source = Source {
                         group: config.processor.group_id.clone(),
@@ -248,12 +259,8 @@ pub async fn consume(config: &Config, pool: Pool, shutdown: Shutdown) -> Result<
                     tasks.spawn(worker.run(rx));
                     (tx, live)
                 });
-                // A full queue is backpressure: the receive loop waits for that worker.
-                tokio::select! {
-                    _ = fatal.cancelled() => break Ok(()),
-                    sent = sender.send(message) => if sent.is_err() {
-                        tracing::warn!(partition, "partition worker is gone");
-                    }
+                if sender.send((message, permit)).is_err() {
+                    tracing::warn!(partition, "partition worker is gone");
                 }
             }
         }
@@ -272,6 +279,9 @@ pub async fn consume(config: &Config, pool: Pool, shutdown: Shutdown) -> Result<
     let _ = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
     result
 }
+
+/// A received message and its share of `processor.queued_max`.
+type Queued = (Message, OwnedSemaphorePermit);
 
 /// A partition's batch waiting for a transaction.
 struct Pending {
@@ -356,18 +366,22 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(self, mut rx: mpsc::Receiver<Message>) -> Result<(), ProcessorError> {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Queued>) -> Result<(), ProcessorError> {
         let mut batch: Vec<Message> = Vec::with_capacity(self.batch_max);
+        // Released (room for more messages) once the batch committed or was abandoned.
+        let mut permits: Vec<OwnedSemaphorePermit> = Vec::with_capacity(self.batch_max);
         // Brokers may deliver the tail of a fetch again (the local broker does after a
         // seek); an offset at or below the last one queued here is such a repeat.
         let mut last_offset = i64::MIN;
         loop {
             batch.clear();
+            permits.clear();
             let first = tokio::select! {
                 _ = self.stop.cancelled() => None,
                 m = rx.recv() => m,
             };
-            let Some(first) = first else { return Ok(()) };
+            let Some((first, permit)) = first else { return Ok(()) };
+            permits.push(permit);
             if !self.live.load(Ordering::Acquire) {
                 tracing::debug!(partition = self.source.partition, "partition revoked; abandoning queued messages");
                 return Ok(());
@@ -378,11 +392,13 @@ impl Worker {
             }
             while batch.len() < self.batch_max {
                 match rx.try_recv() {
-                    Ok(m) if m.offset > last_offset => {
-                        last_offset = m.offset;
-                        batch.push(m);
+                    Ok((m, permit)) => {
+                        permits.push(permit);
+                        if m.offset > last_offset {
+                            last_offset = m.offset;
+                            batch.push(m);
+                        }
                     }
-                    Ok(_) => {}
                     Err(_) => break,
                 }
             }

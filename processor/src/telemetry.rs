@@ -25,6 +25,7 @@ impl BatchApplied<'_> {
             size = self.size,
             applied = o.applied,
             duplicates = o.duplicates,
+            elapsed_ms = self.elapsed.as_millis() as u64,
             "batch committed"
         );
         let count = |outcome: &'static str, n: u64| {
