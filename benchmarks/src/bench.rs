@@ -262,9 +262,9 @@ pub async fn relay(config: &Config, events: u64) -> Result<(f64, f64), LoadgenEr
     }
     let row = tx.query_one(span, &[&config.kafka.events_topic]).await?;
     let (first, last): (i64, i64) = (row.get(0), row.get(1));
-    // As the processor does: the relay wakes on the notification, not on its poll.
-    tx.batch_execute("NOTIFY paystream_outbox").await?;
     tx.commit().await?;
+    // As the processor does: the relay wakes on the notification, not on its poll.
+    client.batch_execute("NOTIFY paystream_outbox").await?;
     let started = Instant::now();
     while left(&client, first, last).await? && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -350,8 +350,8 @@ pub async fn relay_latency(config: &Config, rate: f64, seconds: u64) -> Result<L
             .collect();
         let tx = client.transaction().await?;
         fill(&tx, &config.kafka.events_topic, &rows).await?;
-        tx.batch_execute("NOTIFY paystream_outbox").await?;
         tx.commit().await?;
+        client.batch_execute("NOTIFY paystream_outbox").await?;
         let at = Instant::now();
         if at >= warm_until {
             sent += due;

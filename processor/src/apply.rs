@@ -9,7 +9,7 @@
 //!    payments being reversed;
 //! 5. apply each partition's commands in offset order against the locked state in memory;
 //! 6. write everything with set-based inserts, settle contracts whose installments are all
-//!    paid, advance the positions, NOTIFY the relay, commit.
+//!    paid, advance the positions, commit; then wake the relay (see [`wake_relay`]).
 //!
 //! The effect and the positions commit together or not at all.
 
@@ -326,9 +326,6 @@ pub async fn apply_parts(mut tx: Transaction<'_>, parts: &[(&Source, &[Message])
     write(&mut tx, first, &mut w, &installments, &payments, now_ms).await?;
     let stmt = tx.prepare_cached(sql!("consumer_position_advance_batch.sql")).await?;
     tx.execute(&stmt, &[&first.group, &first.topic, &advance_partition, &advance_to]).await?;
-    if !w.outbox.is_empty() {
-        tx.batch_execute("NOTIFY paystream_outbox").await?;
-    }
     outcome.events = w.outbox.len() as u64;
     outcome.dead_lettered = w.dead_offset.len() as u64;
     tx.commit().await?;
@@ -354,8 +351,19 @@ pub async fn dead_letter_one(
     let stmt = tx.prepare_cached(sql!("consumer_position_advance_batch.sql")).await?;
     let (partition, next) = (&[source.partition][..], &[message.offset + 1][..]);
     tx.execute(&stmt, &[&source.group, &source.topic, &partition, &next]).await?;
-    tx.batch_execute("NOTIFY paystream_outbox").await?;
     Ok(tx.commit().await?)
+}
+
+/// Wakes the relay after a commit that wrote outbox rows. Never inside the applying
+/// transaction: PostgreSQL takes one database-wide lock for a notifying commit and holds it
+/// through the commit record's flush, so concurrent notifying transactions commit one at a
+/// time, each waiting for the others' fsync (measured: most of the processor's commit time).
+/// Alone, the NOTIFY is a transaction without a commit record. A lost wake-up (a crash right
+/// after the commit) costs the relay's poll interval, never an event.
+pub async fn wake_relay(client: &tokio_postgres::Client) {
+    if let Err(error) = client.batch_execute("NOTIFY paystream_outbox").await {
+        tracing::debug!(error = %paystream_common::postgres::describe(&error), "relay wake-up not sent; it polls");
+    }
 }
 
 fn validate(c: PaymentCommand) -> Result<PaymentCommand, &'static str> {

@@ -29,7 +29,7 @@ use paystream_common::config::Config;
 use paystream_common::postgres::Disposition;
 use paystream_common::Shutdown;
 
-use crate::apply::{apply_batch, apply_parts, dead_letter_one, Message, Source};
+use crate::apply::{apply_batch, apply_parts, dead_letter_one, wake_relay, Message, Source};
 use crate::error::{ApplyError, ProcessorError};
 use crate::telemetry;
 
@@ -323,13 +323,15 @@ impl Committer {
             }
             let started = Instant::now();
             let parts: Vec<(&Source, &[Message])> = group.iter().map(|p| (&p.source, &p.messages[..])).collect();
-            let result = match self.pool.get().await {
-                Ok(mut client) => match client.transaction().await {
-                    Ok(tx) => apply_parts(tx, &parts).await,
-                    Err(e) => Err(ApplyError::from(e)),
-                },
-                Err(e) => Err(ApplyError::from(e)),
-            };
+            let result = async {
+                let mut client = self.pool.get().await?;
+                let outcome = apply_parts(client.transaction().await?, &parts).await?;
+                if outcome.events > 0 {
+                    wake_relay(&client).await;
+                }
+                Ok::<_, ApplyError>(outcome)
+            }
+            .await;
             let size = parts.iter().map(|(_, m)| m.len()).sum();
             drop(parts);
             let reply = match result {
@@ -442,13 +444,15 @@ impl Worker {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            let result = match self.pool.get().await {
-                Ok(mut client) => match client.transaction().await {
-                    Ok(tx) => apply_batch(tx, &self.source, batch).await,
-                    Err(e) => Err(ApplyError::from(e)),
-                },
-                Err(e) => Err(ApplyError::from(e)),
-            };
+            let result = async {
+                let mut client = self.pool.get().await?;
+                let outcome = apply_batch(client.transaction().await?, &self.source, batch).await?;
+                if outcome.events > 0 {
+                    wake_relay(&client).await;
+                }
+                Ok::<_, ApplyError>(outcome)
+            }
+            .await;
             let error = match result {
                 Ok(outcome) => {
                     telemetry::BatchApplied {
@@ -510,13 +514,13 @@ impl Worker {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let result = match self.pool.get().await {
-                Ok(mut client) => match client.transaction().await {
-                    Ok(tx) => dead_letter_one(tx, &self.source, message, reason.clone()).await,
-                    Err(e) => Err(ApplyError::from(e)),
-                },
-                Err(e) => Err(ApplyError::from(e)),
-            };
+            let result = async {
+                let mut client = self.pool.get().await?;
+                dead_letter_one(client.transaction().await?, &self.source, message, reason.clone()).await?;
+                wake_relay(&client).await;
+                Ok::<_, ApplyError>(())
+            }
+            .await;
             match result {
                 Ok(()) => {
                     metrics::counter!("paystream_processor_messages_total", "outcome" => "dead_lettered").increment(1);
