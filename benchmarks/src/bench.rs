@@ -740,6 +740,24 @@ pub struct Report {
     pub scaling: Option<Vec<ScalingPoint>>,
 }
 
+impl Report {
+    /// Takes the parts `self` lacks from `other` (runs of separate parts into one report).
+    pub fn merge(&mut self, other: Report) {
+        fn fill<T>(into: &mut Option<T>, from: Option<T>) {
+            if into.is_none() {
+                *into = from;
+            }
+        }
+        fill(&mut self.processor_uniform, other.processor_uniform);
+        fill(&mut self.processor_hot, other.processor_hot);
+        fill(&mut self.relay, other.relay);
+        fill(&mut self.relay_half_peak_rate, other.relay_half_peak_rate);
+        fill(&mut self.relay_latency_at_half_peak, other.relay_latency_at_half_peak);
+        fill(&mut self.edge, other.edge);
+        fill(&mut self.scaling, other.scaling);
+    }
+}
+
 /// Sizes of one run.
 #[derive(Debug, Clone, Copy)]
 pub struct Sizes {

@@ -55,9 +55,11 @@ pub enum Command {
         /// `<!-- bench:results:start -->` and `<!-- bench:results:end -->` markers.
         #[arg(long)]
         markdown: Option<std::path::PathBuf>,
-        /// Measure nothing: read a run's JSON and write its Markdown and charts again.
+        /// Measure nothing: read a run's JSON and write its Markdown and charts again. Given
+        /// several times, the runs' parts are merged (the first file's context is kept):
+        /// `scripts/bench` measures each part on a fresh broker this way.
         #[arg(long)]
-        replot: Option<std::path::PathBuf>,
+        replot: Vec<std::path::PathBuf>,
         /// Only these measurements (default: all).
         #[arg(long, value_enum, value_delimiter = ',')]
         only: Vec<paystream_benchmarks::bench::Part>,
@@ -190,7 +192,7 @@ pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result
         Command::Bench { quick, json, markdown, replot, only, date, commit, machine, pg_commits, pg_rows } => {
             let context =
                 Context { date, commit, machine, quick, pg_commits_per_s: pg_commits, pg_rows_per_s: pg_rows };
-            bench(&config, quick, json.as_deref(), markdown.as_deref(), replot.as_deref(), &only, context).await?
+            bench(&config, quick, json.as_deref(), markdown.as_deref(), &replot, &only, context).await?
         }
         Command::Healthcheck { addr, path } => return Ok(healthcheck(&addr, &path).await),
     }
@@ -309,7 +311,7 @@ async fn bench(
     quick: bool,
     json: Option<&Path>,
     document: Option<&Path>,
-    replot: Option<&Path>,
+    replot: &[std::path::PathBuf],
     only: &[Part],
     context: Context,
 ) -> anyhow::Result<()> {
@@ -341,13 +343,20 @@ async fn bench(
             scaling_installments: 10_000,
         }
     };
-    let (context, r) = match replot {
-        Some(path) => {
+    let (context, r) = if replot.is_empty() {
+        (Context { quick, ..context }, all(config, sizes, &parts).await?)
+    } else {
+        let mut merged: Option<Run> = None;
+        for path in replot {
             let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
             let run: Run = serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
-            (run.context, run.report)
+            match merged.as_mut() {
+                None => merged = Some(run),
+                Some(into) => into.report.merge(run.report),
+            }
         }
-        None => (Context { quick, ..context }, all(config, sizes, &parts).await?),
+        let run = merged.context("no run to replot")?;
+        (run.context, run.report)
     };
     let section = markdown(&context, &r);
     println!("{section}");
