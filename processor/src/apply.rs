@@ -169,7 +169,7 @@ async fn lock_positions(
 /// partition) in the transaction `tx` and commits. Partitions are independent, so one
 /// transaction serves them all: at moderate rates this is what keeps the number of commits,
 /// and the database's work per payment, down.
-pub async fn apply_parts(mut tx: Transaction<'_>, parts: &[(&Source, &[Message])]) -> Result<Outcome, ApplyError> {
+pub async fn apply_parts(tx: Transaction<'_>, parts: &[(&Source, &[Message])]) -> Result<Outcome, ApplyError> {
     let mut outcome = Outcome::default();
     let Some((first, _)) = parts.first() else {
         return Ok(outcome);
@@ -186,67 +186,78 @@ pub async fn apply_parts(mut tx: Transaction<'_>, parts: &[(&Source, &[Message])
     if partitions.windows(2).any(|w| w[0] == w[1]) {
         return Err(ApplyError::OutOfOrder(partitions[0]));
     }
-    let positions = lock_positions(&tx, first, &partitions).await?;
-    let mut fresh: Vec<(&Source, &Message)> = Vec::new();
+    // Decoded before the positions are known, so that the dedupe reads can travel with the
+    // position lock in one round trip; what turns out to be below a position is dropped.
+    let decoded: Vec<(&Source, &Message, Result<PaymentCommand, String>)> = parts
+        .iter()
+        .flat_map(|(source, messages)| messages.iter().map(move |m| (*source, m)))
+        .map(|(source, m)| {
+            let command = decode::<PaymentCommand>(m.payload.as_deref().unwrap_or_default())
+                .map_err(|e| e.to_string())
+                .and_then(|c| validate(c).map_err(String::from));
+            (source, m, command)
+        })
+        .collect();
+    let valid = || decoded.iter().filter_map(|(_, _, c)| c.as_ref().ok());
+    let (pk_provider, pk_id): (Vec<&str>, Vec<&str>) =
+        valid().map(|c| (c.provider.as_str(), c.payment_id.as_str())).unzip();
+    let (rk_provider, rk_id): (Vec<&str>, Vec<&str>) = valid()
+        .filter(|c| c.kind != CommandKind::Payment)
+        .map(|c| (c.provider.as_str(), c.webhook_id.as_str()))
+        .unzip();
+
+    // 1 and 3: lock the positions, read which payments and reversals exist (pipelined, in
+    // this order).
+    let lock = tx.prepare_cached(sql!("consumer_position_lock_batch.sql")).await?;
+    let by_keys = tx.prepare_cached(sql!("payment_select_by_keys.sql")).await?;
+    let reversals = tx.prepare_cached(sql!("reversal_select_by_keys.sql")).await?;
+    let lock_params: [&(dyn ToSql + Sync); 3] = [&first.group, &first.topic, &partitions];
+    let key_params: [&(dyn ToSql + Sync); 2] = [&pk_provider, &pk_id];
+    let (position_rows, payment_rows, reversal_rows) =
+        futures::try_join!(tx.query(&lock, &lock_params), tx.query(&by_keys, &key_params), async {
+            if rk_provider.is_empty() {
+                Ok(Vec::new())
+            } else {
+                tx.query(&reversals, &[&rk_provider, &rk_id]).await
+            }
+        },)?;
+    let positions: HashMap<i32, i64> = position_rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let existing: HashMap<Key, Uuid> = payment_rows.iter().map(|row| ((row.get(0), row.get(1)), row.get(2))).collect();
+    let mut seen_reversals: HashSet<Key> = reversal_rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+
+    let mut w = Writes::default();
+    let now_ms = now_ms();
     let mut advance_partition: Vec<i32> = Vec::new();
     let mut advance_to: Vec<i64> = Vec::new();
     for (source, messages) in parts {
         let next = positions.get(&source.partition).copied().unwrap_or(0);
-        let before = fresh.len();
-        fresh.extend(messages.iter().filter(|m| m.offset >= next).map(|m| (*source, m)));
-        outcome.skipped += (messages.len() - (fresh.len() - before)) as u64;
-        if let (true, Some(last)) = (fresh.len() > before, messages.last()) {
+        if let Some(last) = messages.last().filter(|last| last.offset >= next) {
             advance_partition.push(source.partition);
             advance_to.push(last.offset + 1);
         }
     }
-    if fresh.is_empty() {
-        tx.rollback().await?;
-        return Ok(outcome);
-    }
-
-    let mut w = Writes::default();
-    let now_ms = now_ms();
-
-    // 2. decode and validate
-    let mut commands: Vec<(&Source, i64, PaymentCommand)> = Vec::with_capacity(fresh.len());
-    for (source, m) in &fresh {
-        let payload = m.payload.as_deref().unwrap_or_default();
-        match decode::<PaymentCommand>(payload)
-            .map_err(|e| e.to_string())
-            .and_then(|c| validate(c).map_err(String::from))
-        {
+    // 2. what is new becomes a command, or a dead letter when it is not a valid one
+    let mut commands: Vec<(&Source, i64, PaymentCommand)> = Vec::with_capacity(decoded.len());
+    for (source, m, command) in decoded {
+        if m.offset < positions.get(&source.partition).copied().unwrap_or(0) {
+            outcome.skipped += 1;
+            continue;
+        }
+        match command {
             Ok(c) => commands.push((source, m.offset, c)),
             Err(reason) => dead_letter(
                 &mut w,
                 source,
                 m.offset,
-                payload,
+                m.payload.as_deref().unwrap_or_default(),
                 format!("undecodable or invalid command: {reason}"),
                 now_ms,
             )?,
         }
     }
-
-    // 3. what exists already
-    let (pk_provider, pk_id): (Vec<&str>, Vec<&str>) =
-        commands.iter().map(|(_, _, c)| (c.provider.as_str(), c.payment_id.as_str())).unzip();
-    let stmt = tx.prepare_cached(sql!("payment_select_by_keys.sql")).await?;
-    let mut existing: HashMap<Key, Uuid> = HashMap::new();
-    for row in tx.query(&stmt, &[&pk_provider, &pk_id]).await? {
-        existing.insert((row.get(0), row.get(1)), row.get(2));
-    }
-    let (rk_provider, rk_id): (Vec<&str>, Vec<&str>) = commands
-        .iter()
-        .filter(|(_, _, c)| c.kind != CommandKind::Payment)
-        .map(|(_, _, c)| (c.provider.as_str(), c.webhook_id.as_str()))
-        .unzip();
-    let mut seen_reversals: HashSet<Key> = HashSet::new();
-    if !rk_provider.is_empty() {
-        let stmt = tx.prepare_cached(sql!("reversal_select_by_keys.sql")).await?;
-        for row in tx.query(&stmt, &[&rk_provider, &rk_id]).await? {
-            seen_reversals.insert((row.get(0), row.get(1)));
-        }
+    if advance_partition.is_empty() {
+        tx.rollback().await?;
+        return Ok(outcome);
     }
 
     // 4. lock installments in id order, then the payments being reversed
@@ -323,9 +334,7 @@ pub async fn apply_parts(mut tx: Transaction<'_>, parts: &[(&Source, &[Message])
     }
 
     // 6. write
-    write(&mut tx, first, &mut w, &installments, &payments, now_ms).await?;
-    let stmt = tx.prepare_cached(sql!("consumer_position_advance_batch.sql")).await?;
-    tx.execute(&stmt, &[&first.group, &first.topic, &advance_partition, &advance_to]).await?;
+    write(&tx, first, &mut w, &installments, &payments, (&advance_partition, &advance_to), now_ms).await?;
     outcome.events = w.outbox.len() as u64;
     outcome.dead_lettered = w.dead_offset.len() as u64;
     tx.commit().await?;
@@ -335,7 +344,7 @@ pub async fn apply_parts(mut tx: Transaction<'_>, parts: &[(&Source, &[Message])
 /// Dead-letters one message alone (a message that made its whole batch fail) and advances
 /// the position past it, so that the partition moves on and nothing is lost.
 pub async fn dead_letter_one(
-    mut tx: Transaction<'_>,
+    tx: Transaction<'_>,
     source: &Source,
     message: &Message,
     reason: String,
@@ -347,10 +356,8 @@ pub async fn dead_letter_one(
     let mut w = Writes::default();
     let now = now_ms();
     dead_letter(&mut w, source, message.offset, message.payload.as_deref().unwrap_or_default(), reason, now)?;
-    write(&mut tx, source, &mut w, &HashMap::new(), &HashMap::new(), now).await?;
-    let stmt = tx.prepare_cached(sql!("consumer_position_advance_batch.sql")).await?;
-    let (partition, next) = (&[source.partition][..], &[message.offset + 1][..]);
-    tx.execute(&stmt, &[&source.group, &source.topic, &partition, &next]).await?;
+    let advance = (&[source.partition][..], &[message.offset + 1][..]);
+    write(&tx, source, &mut w, &HashMap::new(), &HashMap::new(), advance, now).await?;
     Ok(tx.commit().await?)
 }
 
@@ -616,72 +623,91 @@ fn apply_reversal(
     Ok(())
 }
 
+/// A statement with its parameters, to be sent in a pipeline.
+type Statement<'a> = (tokio_postgres::Statement, Vec<&'a (dyn ToSql + Sync)>);
+
+/// Runs `statements` pipelined: all are sent before the first answer is awaited, and the
+/// server runs them in the order given (each was prepared beforehand, so each request is
+/// queued on the connection at its first poll, in order). One round trip instead of one
+/// per statement: on a busy machine every round trip also costs a wake-up of this task.
+async fn pipeline(tx: &Transaction<'_>, statements: &[Statement<'_>]) -> Result<Vec<u64>, ApplyError> {
+    let runs = statements.iter().map(|(stmt, params)| tx.execute(stmt, params));
+    Ok(futures::future::try_join_all(runs).await?)
+}
+
+/// Writes the batch's effects and advances the positions (`advance`: partitions and their
+/// next offsets): one pipeline for everything whose values are known, then the outbox, which
+/// also carries the contract settlements the first pipeline found.
 async fn write(
-    tx: &mut Transaction<'_>,
+    tx: &Transaction<'_>,
     source: &Source,
     w: &mut Writes,
     installments: &HashMap<Uuid, Installment>,
     payments: &HashMap<Key, PaymentState>,
+    advance: (&[i32], &[i64]),
     now_ms: i64,
 ) -> Result<(), ApplyError> {
+    let mut statements: Vec<Statement<'_>> = Vec::with_capacity(10);
     if !w.journals.is_empty() {
         let j = &w.journals;
-        let stmt = tx.prepare_cached(sql!("journal_insert_batch.sql")).await?;
-        tx.execute(&stmt, &[&j.ids, &j.kinds, &j.references]).await?;
-        let stmt = tx.prepare_cached(sql!("posting_insert_batch.sql")).await?;
-        tx.execute(
-            &stmt,
-            &[&j.posting_journal, &j.posting_line, &j.posting_account, &j.posting_currency, &j.posting_amount],
-        )
-        .await?;
+        statements
+            .push((tx.prepare_cached(sql!("journal_insert_batch.sql")).await?, vec![&j.ids, &j.kinds, &j.references]));
+        statements.push((
+            tx.prepare_cached(sql!("posting_insert_batch.sql")).await?,
+            vec![&j.posting_journal, &j.posting_line, &j.posting_account, &j.posting_currency, &j.posting_amount],
+        ));
     }
     if !w.pay_provider.is_empty() {
-        let stmt = tx.prepare_cached(sql!("payment_insert_batch.sql")).await?;
-        let params: [&(dyn ToSql + Sync); 14] = [
-            &w.pay_provider,
-            &w.pay_id,
-            &w.pay_installment,
-            &w.pay_rail,
-            &w.pay_amount,
-            &w.pay_currency,
-            &w.pay_status,
-            &w.pay_reason,
-            &w.pay_applied,
-            &w.pay_credited,
-            &w.pay_journal,
-            &w.pay_occurred,
-            &w.pay_partition,
-            &w.pay_offset,
-        ];
-        tx.execute(&stmt, &params).await?;
+        statements.push((
+            tx.prepare_cached(sql!("payment_insert_batch.sql")).await?,
+            vec![
+                &w.pay_provider,
+                &w.pay_id,
+                &w.pay_installment,
+                &w.pay_rail,
+                &w.pay_amount,
+                &w.pay_currency,
+                &w.pay_status,
+                &w.pay_reason,
+                &w.pay_applied,
+                &w.pay_credited,
+                &w.pay_journal,
+                &w.pay_occurred,
+                &w.pay_partition,
+                &w.pay_offset,
+            ],
+        ));
+    }
+    let mut reversed_provider = Vec::new();
+    let mut reversed_id = Vec::new();
+    let mut reversed = Vec::new();
+    let mut credited = Vec::new();
+    for ((p, i), state) in payments.iter().filter(|(_, s)| s.dirty) {
+        reversed_provider.push(p.as_str());
+        reversed_id.push(i.as_str());
+        reversed.push(state.reversed);
+        credited.push(state.credited);
     }
     if !w.rev_provider.is_empty() {
-        let stmt = tx.prepare_cached(sql!("reversal_insert_batch.sql")).await?;
-        let params: [&(dyn ToSql + Sync); 8] = [
-            &w.rev_provider,
-            &w.rev_id,
-            &w.rev_payment,
-            &w.rev_kind,
-            &w.rev_amount,
-            &w.rev_status,
-            &w.rev_reason,
-            &w.rev_journal,
-        ];
-        tx.execute(&stmt, &params).await?;
-        let mut provider = Vec::new();
-        let mut id = Vec::new();
-        let mut reversed = Vec::new();
-        let mut credited = Vec::new();
-        for ((p, i), state) in payments.iter().filter(|(_, s)| s.dirty) {
-            provider.push(p.as_str());
-            id.push(i.as_str());
-            reversed.push(state.reversed);
-            credited.push(state.credited);
-        }
-        if !provider.is_empty() {
-            let stmt = tx.prepare_cached(sql!("payment_update_reversed.sql")).await?;
-            tx.execute(&stmt, &[&provider, &id, &reversed, &credited]).await?;
-        }
+        statements.push((
+            tx.prepare_cached(sql!("reversal_insert_batch.sql")).await?,
+            vec![
+                &w.rev_provider,
+                &w.rev_id,
+                &w.rev_payment,
+                &w.rev_kind,
+                &w.rev_amount,
+                &w.rev_status,
+                &w.rev_reason,
+                &w.rev_journal,
+            ],
+        ));
+    }
+    if !reversed_provider.is_empty() {
+        statements.push((
+            tx.prepare_cached(sql!("payment_update_reversed.sql")).await?,
+            vec![&reversed_provider, &reversed_id, &reversed, &credited],
+        ));
     }
     let mut ids = Vec::new();
     let mut paid = Vec::new();
@@ -692,15 +718,31 @@ async fn write(
         status.push(i.status.as_str());
     }
     if !ids.is_empty() {
-        let stmt = tx.prepare_cached(sql!("installment_update_batch.sql")).await?;
-        tx.execute(&stmt, &[&ids, &paid, &status]).await?;
+        statements.push((tx.prepare_cached(sql!("installment_update_batch.sql")).await?, vec![&ids, &paid, &status]));
     }
-    if !w.newly_paid_contracts.is_empty() {
-        let contracts: Vec<Uuid> = w.newly_paid_contracts.iter().copied().collect();
-        let stmt = tx.prepare_cached(sql!("contract_select_for_update.sql")).await?;
-        tx.query(&stmt, &[&contracts]).await?;
-        let stmt = tx.prepare_cached(sql!("contract_settle_if_paid.sql")).await?;
-        for row in tx.query(&stmt, &[&contracts]).await? {
+    if !w.dead_offset.is_empty() {
+        statements.push((
+            tx.prepare_cached(sql!("dead_letter_insert_batch.sql")).await?,
+            vec![&source.topic, &w.dead_partition, &w.dead_offset, &w.dead_reason, &w.dead_payload],
+        ));
+    }
+    let (advance_partition, advance_to) = advance;
+    statements.push((
+        tx.prepare_cached(sql!("consumer_position_advance_batch.sql")).await?,
+        vec![&source.group, &source.topic, &advance_partition, &advance_to],
+    ));
+    let contracts: Vec<Uuid> = w.newly_paid_contracts.iter().copied().collect();
+    if contracts.is_empty() {
+        pipeline(tx, &statements).await?;
+    } else {
+        // The contracts whose installments were all paid: locked (in id order), then settled
+        // after the installment updates above, in the same pipeline.
+        statements.push((tx.prepare_cached(sql!("contract_select_for_update.sql")).await?, vec![&contracts]));
+        let settle = tx.prepare_cached(sql!("contract_settle_if_paid.sql")).await?;
+        let (_, settled) = futures::try_join!(pipeline(tx, &statements), async {
+            Ok::<_, ApplyError>(tx.query(&settle, &[&contracts]).await?)
+        })?;
+        for row in settled {
             let contract: Uuid = row.get(0);
             let currency: String = row.get(1);
             let principal: Decimal = row.get(2);
@@ -719,10 +761,6 @@ async fn write(
             };
             w.outbox.push_event(&source.events_topic, &event)?;
         }
-    }
-    if !w.dead_offset.is_empty() {
-        let stmt = tx.prepare_cached(sql!("dead_letter_insert_batch.sql")).await?;
-        tx.execute(&stmt, &[&source.topic, &w.dead_partition, &w.dead_offset, &w.dead_reason, &w.dead_payload]).await?;
     }
     if !w.outbox.is_empty() {
         let o = &w.outbox;

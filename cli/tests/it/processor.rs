@@ -137,11 +137,12 @@ async fn setup() -> (Config, tokio_postgres::Client) {
 const APPLIED: &str = "SELECT count(*) FROM paystream.payment";
 
 /// kill -9 of the processor in the middle of a load, twice, then a restart: no payment lost
-/// or doubled, poison kept, the balance exact.
+/// or doubled, poison kept, the balance exact. The load is 10,018 messages: 8,750 distinct
+/// payments, 1,250 redeliveries and 18 poison messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_mid_load_loses_and_doubles_nothing() {
     let (config, db) = setup().await;
-    let load = fill(&config, &db, 6000).await;
+    let load = fill(&config, &db, 8750).await;
     for fraction in [4, 2] {
         let member = Service::start("processor", &config);
         let seen = wait_for(&db, APPLIED, load.distinct / fraction, Duration::from_secs(120)).await;
