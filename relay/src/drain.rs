@@ -82,7 +82,7 @@ pub async fn drain(
     // Without sorts the only plan left is the primary key in id order, stopping at the limit.
     client.batch_execute("LISTEN paystream_outbox; SET enable_sort = off").await?;
     readiness.set(true);
-    let take = client.prepare(include_str!("../sql/outbox_take_batch_skip_locked.sql")).await?;
+    let take = client.prepare(include_str!("../sql/outbox_take_batch.sql")).await?;
     let try_lock = client.prepare(include_str!("../sql/outbox_lane_try_lock.sql")).await?;
     let backlog = client.prepare(include_str!("../sql/outbox_backlog_select.sql")).await?;
     let count_live = client.prepare(include_str!("../sql/relay_count_live.sql")).await?;

@@ -4,7 +4,7 @@
 //! session-level advisory locks on its one connection: a lane has at most one owner, so its
 //! rows are published in id order by one producer, which keeps per-aggregate order with
 //! several relays; when a relay dies its connection closes, its locks go, and another relay
-//! takes the lanes over. Batches are taken (locked and deleted, uncommitted), produced with
+//! takes the lanes over. Batches are taken (deleted, uncommitted), produced with
 //! the idempotent producer, and committed only after every delivery report said Ok; while one
 //! batch awaits its acks the next is taken, and a chain of batches shares one transaction.
 
