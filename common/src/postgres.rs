@@ -166,8 +166,14 @@ pub struct Migration {
 }
 
 /// Every migration of `migrations/`, in order.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "core", sql: include_str!("../../migrations/V0001__core.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "core", sql: include_str!("../../migrations/V0001__core.sql") },
+    Migration {
+        version: 2,
+        name: "outbox_without_lane_index",
+        sql: include_str!("../../migrations/V0002__outbox_without_lane_index.sql"),
+    },
+];
 
 /// A digest of the migrations, used to name migrated test templates.
 pub fn migrations_digest() -> String {
