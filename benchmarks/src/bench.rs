@@ -603,6 +603,10 @@ pub struct EdgeResult {
     pub ingest: Figure,
     /// Ingest's HTTP latency at peak (closed loop).
     pub ingest_latency_at_peak: Latency,
+    /// Ingest alone (broker local, nothing else running) at half its peak, open loop: the
+    /// edge's own latency target. Absent in runs recorded before it was measured.
+    #[serde(default)]
+    pub ingest_alone_half_peak: Option<(f64, Latency)>,
     /// The whole pipeline's sustained payments/s: closed loop with every service running,
     /// counted until the last outcome event was read back.
     pub pipeline_sustained: f64,
@@ -663,6 +667,11 @@ pub async fn edge(config: &Config, requests: u64, concurrency: usize) -> Result<
         }));
     }
     let ingest = loadgen::run(&config, options(format!("http://{ingest_addr}"), requests, None, false)).await?;
+    // The edge's latency target: ingest alone at half its peak, open loop, 10 s at most.
+    let half_ingest = ingest.accepted_per_s / 2.0;
+    let count = ((half_ingest * 10.0) as u64).clamp(1_000, requests);
+    let alone =
+        loadgen::run(&config, options(format!("http://{ingest_addr}"), count, Some(half_ingest), false)).await?;
 
     shutdown.cancel();
     for t in tasks {
@@ -710,6 +719,7 @@ pub async fn edge(config: &Config, requests: u64, concurrency: usize) -> Result<
             "req/s",
         ),
         ingest_latency_at_peak: ingest.http_latency,
+        ingest_alone_half_peak: Some((half_ingest, alone.http_latency)),
         pipeline_sustained: sustained,
         half_peak_rate: half,
         ingest_latency_at_half_peak: at_half.http_latency,
@@ -961,6 +971,14 @@ pub fn markdown(context: &Context, r: &Report) -> String {
     }
     if let Some(e) = &r.edge {
         let _ = writeln!(out, "- Ingest HTTP latency at its peak (closed loop): {}.", lat(&e.ingest_latency_at_peak));
+        if let Some((rate, l)) = &e.ingest_alone_half_peak {
+            let _ = writeln!(
+                out,
+                "- Ingest alone at half its peak ({} req/s, open loop, broker local): HTTP {} (target p99 < 10 ms).",
+                thousands(*rate),
+                lat(l)
+            );
+        }
         let _ = writeln!(
             out,
             "- Whole pipeline sustained (closed loop until the last outcome event is read back): {} payments/s.",

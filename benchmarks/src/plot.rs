@@ -94,6 +94,9 @@ pub fn charts(r: &Report) -> Vec<(&'static str, String)> {
     }
     if let Some(e) = &r.edge {
         add("ingest HTTP, peak", &e.ingest_latency_at_peak);
+        if let Some((_, l)) = &e.ingest_alone_half_peak {
+            add("ingest alone, half its peak", l);
+        }
         add("ingest HTTP, half rate", &e.ingest_latency_at_half_peak);
         if let Some(l) = &e.e2e_latency_at_half_peak {
             add("end to end, half rate", l);
