@@ -20,33 +20,42 @@ struct Load {
     total: Decimal,
 }
 
-/// Fills the inbound topic with `n` distinct payments of 1.00 over the seeded installments,
-/// a redelivery of every 7th, and a poison message every 500th.
-async fn fill(config: &Config, db: &tokio_postgres::Client, n: i64) -> Load {
-    let installments: Vec<Uuid> = db
-        .query("SELECT id FROM paystream.installments ORDER BY id", &[])
+/// The seeded installments, in id order.
+async fn seeded_installments(db: &tokio_postgres::Client) -> Vec<Uuid> {
+    db.query("SELECT id FROM paystream.installments ORDER BY id", &[])
         .await
         .unwrap()
         .into_iter()
         .map(|r| r.get(0))
-        .collect();
+        .collect()
+}
+
+/// A Pix payment of 1.00 BRL for `installment`.
+fn payment_of_one(webhook_id: String, payment_id: String, installment: Uuid) -> PaymentCommand {
+    PaymentCommand {
+        webhook_id,
+        provider: "demo-standard".into(),
+        kind: CommandKind::Payment,
+        rail: "pix".into(),
+        payment_id,
+        installment_id: Some(installment),
+        amount: Decimal::new(100, 2),
+        currency: "BRL".into(),
+        occurred_at_ms: 1_700_000_000_000,
+        received_at_ms: 1_700_000_000_000,
+    }
+}
+
+/// Fills the inbound topic with `n` distinct payments of 1.00 over the seeded installments,
+/// a redelivery of every 7th, and a poison message every 500th.
+async fn fill(config: &Config, db: &tokio_postgres::Client, n: i64) -> Load {
+    let installments = seeded_installments(db).await;
     let producer: FutureProducer = paystream_common::kafka::producer_config(&config.kafka, "fill").create().unwrap();
     let mut sends = Vec::new();
     let mut poison = 0;
     for i in 0..n {
         let installment = installments[(i as usize) % installments.len()];
-        let command = PaymentCommand {
-            webhook_id: format!("msg_{i}"),
-            provider: "demo-standard".into(),
-            kind: CommandKind::Payment,
-            rail: "pix".into(),
-            payment_id: format!("pay_{i}"),
-            installment_id: Some(installment),
-            amount: Decimal::new(100, 2),
-            currency: "BRL".into(),
-            occurred_at_ms: 1_700_000_000_000,
-            received_at_ms: 1_700_000_000_000,
-        };
+        let command = payment_of_one(format!("msg_{i}"), format!("pay_{i}"), installment);
         let bytes = encode(&command).unwrap();
         let key = installment.to_string();
         let copies = if i % 7 == 0 { 2 } else { 1 };
@@ -286,27 +295,10 @@ async fn redelivery_out_of_order_across_a_rebalance_applies_once() {
     use paystream_processor::apply::{apply_batch, apply_parts, Outcome, Source};
 
     let (config, db) = setup().await;
-    let installments: Vec<Uuid> = db
-        .query("SELECT id FROM paystream.installments ORDER BY id", &[])
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect();
+    let installments = seeded_installments(&db).await;
     let command = |partition: i32, i: usize| {
-        encode(&PaymentCommand {
-            webhook_id: format!("msg_{partition}_{i}"),
-            provider: "demo-standard".into(),
-            kind: CommandKind::Payment,
-            rail: "pix".into(),
-            payment_id: format!("pay_{partition}_{i}"),
-            installment_id: Some(installments[(i * 3 + partition as usize) % installments.len()]),
-            amount: Decimal::new(100, 2),
-            currency: "BRL".into(),
-            occurred_at_ms: 1_700_000_000_000,
-            received_at_ms: 1_700_000_000_000,
-        })
-        .unwrap()
+        let installment = installments[(i * 3 + partition as usize) % installments.len()];
+        encode(&payment_of_one(format!("msg_{partition}_{i}"), format!("pay_{partition}_{i}"), installment)).unwrap()
     };
     let p0: Vec<Vec<u8>> = (0..120).map(|i| command(0, i)).collect();
     let p1: Vec<Vec<u8>> = (0..10).map(|i| command(1, i)).collect();
