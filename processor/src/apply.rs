@@ -183,8 +183,9 @@ pub async fn apply_parts(tx: Transaction<'_>, parts: &[(&Source, &[Message])]) -
     }
     let mut partitions: Vec<i32> = parts.iter().map(|(s, _)| s.partition).collect();
     partitions.sort_unstable();
-    if partitions.windows(2).any(|w| w[0] == w[1]) {
-        return Err(ApplyError::OutOfOrder(partitions[0]));
+    // A partition twice in one transaction would apply its offsets out of order too.
+    if let Some(twice) = partitions.windows(2).find(|w| w[0] == w[1]) {
+        return Err(ApplyError::OutOfOrder(twice[0]));
     }
     // Decoded before the positions are known, so that the dedupe reads can travel with the
     // position lock in one round trip; what turns out to be below a position is dropped.

@@ -1,5 +1,6 @@
 //! The consumer-group member: one task receives from Kafka and hands each message to its
-//! partition's worker over a bounded channel; each worker gathers its partition's batch and
+//! partition's worker (what is received and not yet committed is bounded for all partitions
+//! together, `processor.queued_max`); each worker gathers its partition's batch and
 //! hands it to the committers, a few tasks that each run one transaction at a time and put
 //! every batch waiting when they start into it (group commit across partitions). A worker
 //! waits for its batch's commit before it gathers the next, so a partition is applied in
