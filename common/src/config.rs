@@ -172,9 +172,9 @@ pub struct ProcessorConfig {
 pub struct RelayConfig {
     /// Admin listener (`/metrics`, `/healthz`, `/readyz`).
     pub admin_listen: SocketAddr,
-    /// Drain loops in this process, each with its own connection and producer, owning its
-    /// share of the lanes like a relay of its own: while one waits for the database the
-    /// other keeps the broker busy.
+    /// Drain loops in this process, each with its own connection, owning its share of the
+    /// lanes like a relay of its own: while one waits for the database the other keeps the
+    /// broker busy. They share one producer.
     pub workers: usize,
     /// Outbox rows claimed and produced per batch, at most.
     pub batch_max: usize,

@@ -173,6 +173,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "outbox_without_lane_index",
         sql: include_str!("../../migrations/V0002__outbox_without_lane_index.sql"),
     },
+    Migration {
+        version: 3,
+        name: "outbox_vacuum_by_count",
+        sql: include_str!("../../migrations/V0003__outbox_vacuum_by_count.sql"),
+    },
 ];
 
 /// A digest of the migrations, used to name migrated test templates.

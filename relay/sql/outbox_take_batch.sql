@@ -15,7 +15,8 @@
 -- The inner scan must walk the primary key in id order and stop after $2 rows, however stale
 -- the statistics of this queue table are: the relay's session disables sorts for that. The
 -- rows are found again by ctid (no second index lookup), and RETURNING does not keep the
--- order: the caller sorts by id.
+-- order: the caller sorts by id. `created_at` goes out as it is stored (microseconds, binary):
+-- converting it here to epoch milliseconds is numeric arithmetic on every row.
 DELETE FROM paystream.outbox
 WHERE ctid = ANY (ARRAY(
     SELECT ctid
@@ -24,5 +25,4 @@ WHERE ctid = ANY (ARRAY(
     ORDER BY id
     LIMIT $2
 ))
-RETURNING id, topic, key, event_id, event_type, payload,
-          (extract(epoch FROM created_at) * 1000)::bigint AS created_ms
+RETURNING id, topic, key, event_id, event_type, payload, created_at

@@ -62,7 +62,10 @@ impl From<&tokio_postgres::Row> for Row {
             event_id: r.get(3),
             event_type: r.get(4),
             payload: r.get(5),
-            created_ms: r.get(6),
+            created_ms: r
+                .get::<_, SystemTime>(6)
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
         }
     }
 }
