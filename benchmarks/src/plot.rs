@@ -90,7 +90,10 @@ pub fn charts(r: &Report) -> Vec<(&'static str, String)> {
         latency.push((format!("{name} p99"), l.p99_ms));
     };
     if let Some(l) = &r.relay_latency_at_half_peak {
-        add("relay commit to Kafka, half rate", l);
+        add("relay commit to Kafka, half drain rate", l);
+    }
+    if let Some((_, l)) = &r.relay_sustained {
+        add("relay commit to Kafka, half sustained", l);
     }
     if let Some(e) = &r.edge {
         add("ingest HTTP, peak", &e.ingest_latency_at_peak);

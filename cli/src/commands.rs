@@ -335,7 +335,7 @@ async fn bench(
             processor_messages: 100_000,
             single_messages: 10_000,
             uniform_installments: 100_000,
-            relay_events: 100_000,
+            relay_events: 300_000,
             relay_latency_seconds: 10,
             requests: 30_000,
             concurrency: 64,
