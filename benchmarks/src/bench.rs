@@ -433,21 +433,28 @@ async fn left(client: &tokio_postgres::Client, first: i64, last: i64) -> Result<
 }
 
 /// A server that answers 202 to every webhook without verifying or producing: the HTTP
-/// stack's limit under the same load generator.
-async fn bare_server() -> Result<(SocketAddr, Shutdown), LoadgenError> {
+/// stack's limit under the same load generator. Run as its own process (`paystream
+/// bare-server`), as ingest is, until `shutdown`.
+pub async fn serve_bare(listener: TcpListener, admin: TcpListener, shutdown: Shutdown) -> std::io::Result<()> {
     use axum::routing::post;
-    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| LoadgenError::Bench(e.to_string()))?;
-    let addr = listener.local_addr().map_err(|e| LoadgenError::Bench(e.to_string()))?;
-    let shutdown = Shutdown::new();
+    let readiness = paystream_common::telemetry::Readiness::default();
+    readiness.set(true);
+    paystream_common::telemetry::spawn_admin(admin, readiness, shutdown.clone());
     let app = axum::Router::new().route(
         "/webhooks/{provider}",
         post(|_body: axum::body::Bytes| async { (axum::http::StatusCode::ACCEPTED, "{\"status\":\"accepted\"}") }),
     );
-    let s = shutdown.clone();
-    tokio::spawn(
-        async move { axum::serve(listener, app).with_graceful_shutdown(async move { s.cancelled().await }).await },
-    );
-    Ok((addr, shutdown))
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
+
+/// The configuration section holding a service's admin address: the bare server stands in
+/// for ingest.
+fn admin_section(service: &str) -> String {
+    if service == "bare-server" {
+        "INGEST".to_owned()
+    } else {
+        service.to_uppercase()
+    }
 }
 
 /// paystream services as child processes of this binary (`paystream ingest|processor|relay`),
@@ -477,7 +484,7 @@ impl Services {
                 .arg(name)
                 .envs(config.data_env())
                 .env("PAYSTREAM_INGEST__LISTEN", ingest.to_string())
-                .env(format!("PAYSTREAM_{}__ADMIN_LISTEN", name.to_uppercase()), admin.to_string())
+                .env(format!("PAYSTREAM_{}__ADMIN_LISTEN", admin_section(name)), admin.to_string())
                 .env("RUST_LOG", "warn")
                 .stdout(std::process::Stdio::null());
             for provider in config.providers.keys() {
@@ -642,13 +649,15 @@ pub struct EdgeResult {
     pub e2e_outcomes_ok: u64,
     /// Payments missing or doubled in the half-peak run.
     pub e2e_outcomes_bad: u64,
-    /// Peak resident memory of each service process over the pipeline runs, MiB.
+    /// Peak resident memory of each service process over the runs (ingest: its peak runs
+    /// too), MiB.
     pub peak_rss_mib: std::collections::BTreeMap<String, f64>,
 }
 
-/// Ingest vs a bare server under the same closed-loop load (both in this process), then the
-/// whole pipeline as separate processes: its sustained rate, then half that rate (open loop)
-/// with end-to-end latency, and each service's peak RSS.
+/// Ingest vs a bare server, each its own process, under the same closed-loop load from this
+/// process; ingest alone at half its peak; then the whole pipeline as separate processes: its
+/// sustained rate, then half that rate (open loop) with end-to-end latency, and each
+/// service's peak RSS.
 pub async fn edge(config: &Config, requests: u64, concurrency: usize) -> Result<EdgeResult, LoadgenError> {
     let mut config = unique(config, "edge");
     for p in config.providers.values_mut() {
@@ -659,7 +668,7 @@ pub async fn edge(config: &Config, requests: u64, concurrency: usize) -> Result<
     // Fresh installments for the payments of these runs (they pay installments in full).
     let fresh = i32::try_from(requests * 2).unwrap_or(i32::MAX);
     installments(&config, &format!("bench-edge-{}", Uuid::new_v4().simple()), fresh, 250).await?;
-    let options = |target: String, count: u64, rate: Option<f64>, follow: bool| loadgen::Options {
+    let with = |target: String, count: u64, rate: Option<f64>, follow: bool, concurrency: usize| loadgen::Options {
         target,
         provider: "demo-standard".into(),
         count,
@@ -673,39 +682,46 @@ pub async fn edge(config: &Config, requests: u64, concurrency: usize) -> Result<
         progress: false,
         seed: 7,
     };
-    let (bare_addr, bare_stop) = bare_server().await?;
-    let bare = loadgen::run(&config, options(format!("http://{bare_addr}"), requests, None, false)).await?;
-    bare_stop.cancel();
-
-    let shutdown = Shutdown::new();
-    let bind = |_: ()| async { TcpListener::bind("127.0.0.1:0").await.map_err(|e| LoadgenError::Bench(e.to_string())) };
-    let (listener, admin) = (bind(()).await?, bind(()).await?);
-    let ingest_addr = listener.local_addr().map_err(|e| LoadgenError::Bench(e.to_string()))?;
-    let mut tasks = Vec::new();
-    {
-        let (c, s) = (config.clone(), shutdown.clone());
-        tasks.push(tokio::spawn(async move {
-            let _ = paystream_ingest::run(c, listener, admin, s).await;
-        }));
-    }
-    let ingest = loadgen::run(&config, options(format!("http://{ingest_addr}"), requests, None, false)).await?;
+    let options =
+        |target: String, count: u64, rate: Option<f64>, follow: bool| with(target, count, rate, follow, concurrency);
+    // A server's peak: the better of two closed loops, `concurrency` and four times as many
+    // connections (a server that waits for the broker's ack before answering needs more
+    // requests in flight to be busy than one that answers at once).
+    // Also returns the webhooks accepted over both runs (each is a record to apply).
+    let accepted = |run: &loadgen::Summary| run.statuses.get(&202).copied().unwrap_or(0);
+    let shared = &config;
+    let peak = |target: String| async move {
+        let (mut best, mut total): (Option<loadgen::Summary>, u64) = (None, 0);
+        for c in [concurrency, concurrency * 4] {
+            let run = loadgen::run(shared, with(target.clone(), requests, None, false, c)).await?;
+            total += accepted(&run);
+            if best.as_ref().is_none_or(|b| run.accepted_per_s > b.accepted_per_s) {
+                best = Some(run);
+            }
+        }
+        best.map(|b| (b, total)).ok_or_else(|| LoadgenError::Bench("no closed-loop run".into()))
+    };
+    // Each server as its own process, as deployed, under the same load generator (this
+    // process): the bare server, then ingest.
+    let bare = Services::start(&config, &["bare-server"]).await?;
+    let (bare_run, _) = peak(format!("http://{}", bare.ingest)).await?;
+    bare.stop();
+    let alone = Services::start(&config, &["ingest"]).await?;
+    let target = format!("http://{}", alone.ingest);
+    let (ingest, enqueued) = peak(target.clone()).await?;
     // The edge's latency target: ingest alone at half its peak, open loop, 10 s at most.
     let half_ingest = ingest.accepted_per_s / 2.0;
     let count = ((half_ingest * 10.0) as u64).clamp(1_000, requests);
-    let alone =
-        loadgen::run(&config, options(format!("http://{ingest_addr}"), count, Some(half_ingest), false)).await?;
-
-    shutdown.cancel();
-    for t in tasks {
-        let _ = t.await;
-    }
+    let at_half_ingest = loadgen::run(&config, options(target, count, Some(half_ingest), false)).await?;
+    let alone_rss = alone.peak_rss_mib();
+    alone.stop();
 
     // The whole pipeline as three processes, on the same topics (what the peak run enqueued
     // is drained first, so that the latency runs start from an empty pipeline).
     let services = Services::start(&config, &["ingest", "processor", "relay"]).await?;
     let target = format!("http://{}", services.ingest);
     let client = db(&config).await?;
-    let want = i64::try_from(ingest.statuses.get(&202).copied().unwrap_or(0)).unwrap_or(0);
+    let want = i64::try_from(enqueued + accepted(&at_half_ingest)).unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(300);
     while Instant::now() < deadline {
         let done: i64 = client
@@ -730,18 +746,22 @@ pub async fn edge(config: &Config, requests: u64, concurrency: usize) -> Result<
     let half = sustained / 2.0;
     let half_count = ((half * 20.0) as u64).clamp(500, requests);
     let at_half = loadgen::run(&config, options(target, half_count, Some(half), true)).await?;
-    let rss = services.peak_rss_mib();
+    let mut rss = services.peak_rss_mib();
+    for (name, mib) in alone_rss {
+        let entry = rss.entry(name).or_insert(mib);
+        *entry = entry.max(mib);
+    }
     services.stop();
     Ok(EdgeResult {
         ingest: Figure::new(
             "ingest webhooks accepted",
             ingest.accepted_per_s,
             "bare HTTP server answering 202",
-            bare.accepted_per_s,
+            bare_run.accepted_per_s,
             "req/s",
         ),
         ingest_latency_at_peak: ingest.http_latency,
-        ingest_alone_half_peak: Some((half_ingest, alone.http_latency)),
+        ingest_alone_half_peak: Some((half_ingest, at_half_ingest.http_latency)),
         pipeline_sustained: sustained,
         half_peak_rate: half,
         ingest_latency_at_half_peak: at_half.http_latency,
@@ -1008,7 +1028,11 @@ pub fn markdown(context: &Context, r: &Report) -> String {
     }
     if let Some(e) = &r.edge {
         let rss: Vec<String> = e.peak_rss_mib.iter().map(|(k, v)| format!("{k} {v:.0} MiB")).collect();
-        let _ = writeln!(out, "- Peak RSS of each service process over the pipeline runs: {}.", rss.join(", "));
+        let _ = writeln!(
+            out,
+            "- Peak RSS of each service process (ingest over its peak and pipeline runs): {}.",
+            rss.join(", ")
+        );
     }
     if let Some(e) = &r.edge {
         let _ = writeln!(out, "- Ingest HTTP latency at its peak (closed loop): {}.", lat(&e.ingest_latency_at_peak));

@@ -79,6 +79,10 @@ pub enum Command {
         #[arg(long)]
         pg_rows: Option<f64>,
     },
+    /// The benchmark's baseline: an HTTP server on `ingest.listen` that answers 202 to every
+    /// webhook without verifying or producing (readiness on `ingest.admin_listen`).
+    #[command(hide = true)]
+    BareServer,
     /// Exit 0 when the admin endpoint answers 200 (for container health checks).
     Healthcheck {
         /// Admin address of the service to check.
@@ -153,6 +157,16 @@ pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result
                 .await
                 .with_context(|| format!("bind {}", config.processor.admin_listen))?;
             paystream_processor::run(config, admin, shutdown).await?;
+        }
+        Command::BareServer => {
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            let listener = TcpListener::bind(config.ingest.listen)
+                .await
+                .with_context(|| format!("bind {}", config.ingest.listen))?;
+            let admin = TcpListener::bind(config.ingest.admin_listen)
+                .await
+                .with_context(|| format!("bind {}", config.ingest.admin_listen))?;
+            paystream_benchmarks::bench::serve_bare(listener, admin, shutdown).await?;
         }
         Command::Relay => {
             tokio::spawn(cancel_on_signal(shutdown.clone()));
