@@ -109,36 +109,45 @@ pub async fn processor(config: &Config, messages: u64, spread: i32, batch_max: u
     let shutdown = Shutdown::new();
     let admin =
         TcpListener::bind(config.processor.admin_listen).await.map_err(|e| LoadgenError::Bench(e.to_string()))?;
-    let started = Instant::now();
     let task = {
         let (c, s) = (config.clone(), shutdown.clone());
         tokio::spawn(async move { paystream_processor::run(c, admin, s).await })
     };
-    let elapsed = wait_applied(&client, &config, messages).await?;
+    let rate = wait_applied(&client, &config, messages).await?;
     shutdown.cancel();
     let _ = task.await;
     client.execute("DELETE FROM paystream.outbox WHERE topic = $1", &[&config.kafka.events_topic]).await?;
-    Ok(messages as f64 / elapsed.unwrap_or(started.elapsed()).as_secs_f64())
+    rate.ok_or_else(|| LoadgenError::Bench(format!("{messages} payments not applied within 10 minutes")))
 }
 
-/// Waits until the group's stored positions add up to `messages`; the time from now, or
-/// `None` after 10 minutes.
+/// Waits until the group's stored positions add up to `messages`, and returns the rate they
+/// were applied at: from the first stored position seen to the last, so that what is timed is
+/// applying, not the consumer's start and the group's first join (seconds on the local
+/// broker, whatever the rate). `None` after 10 minutes.
 async fn wait_applied(
     client: &tokio_postgres::Client,
     config: &Config,
     messages: u64,
-) -> Result<Option<Duration>, LoadgenError> {
-    let started = Instant::now();
+) -> Result<Option<f64>, LoadgenError> {
     let done_sql =
         "SELECT coalesce(sum(next_offset), 0)::bigint FROM paystream.consumer_position WHERE consumer_group = $1";
     let want = i64::try_from(messages).unwrap_or(i64::MAX);
     let deadline = Instant::now() + Duration::from_secs(600);
+    let mut first: Option<(Instant, i64)> = None;
     loop {
         let done: i64 = client.query_one(done_sql, &[&config.processor.group_id]).await?.get(0);
-        if done >= want {
-            return Ok(Some(started.elapsed()));
+        let now = Instant::now();
+        if done > 0 && first.is_none() {
+            first = Some((now, done));
         }
-        if Instant::now() > deadline {
+        if done >= want {
+            return Ok(first.map(|(at, from)| {
+                // All applied in one transaction between two looks: time that one look.
+                let elapsed = now.saturating_duration_since(at).max(Duration::from_millis(20));
+                (want - from).max(1) as f64 / elapsed.as_secs_f64()
+            }));
+        }
+        if now > deadline {
             return Ok(None);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -587,7 +596,7 @@ pub async fn scaling(
         let client = db(&config).await?;
         let names: Vec<&'static str> = std::iter::repeat_n("processor", members).collect();
         let services = Services::start(&config, &names).await?;
-        let elapsed = wait_applied(&client, &config, messages).await?;
+        let rate = wait_applied(&client, &config, messages).await?;
         let mut p99: Option<f64> = None;
         for admin in &services.admins {
             if let Some(ms) = batch_p99_ms(*admin).await {
@@ -596,12 +605,7 @@ pub async fn scaling(
         }
         services.stop();
         client.execute("DELETE FROM paystream.outbox WHERE topic = $1", &[&config.kafka.events_topic]).await?;
-        points.push(ScalingPoint {
-            members,
-            installments: spread,
-            payments_per_s: elapsed.map(|e| messages as f64 / e.as_secs_f64()),
-            batch_p99_ms: p99,
-        });
+        points.push(ScalingPoint { members, installments: spread, payments_per_s: rate, batch_p99_ms: p99 });
     }
     Ok(points)
 }
