@@ -20,7 +20,9 @@ use crate::Shutdown;
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    // Logs on stderr: stdout is for what a command prints as its result (the load
+    // generator's summary, the bench's Markdown, the report), which scripts capture or drop.
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr);
     // An error only means a subscriber is already installed (tests start several services).
     let _ = builder.try_init();
 }

@@ -191,7 +191,7 @@ impl Service {
             .env("PAYSTREAM_RELAY__LANE_CLAIM_INTERVAL_MS", config.relay.lane_claim_interval_ms.to_string())
             .env("PAYSTREAM_RELAY__POLL_INTERVAL_MS", config.relay.poll_interval_ms.to_string())
             .env("RUST_LOG", std::env::var("PAYSTREAM_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()))
-            // Logs go to stdout; PAYSTREAM_TEST_CHILD_LOG=info shows them with --no-capture.
+            // Logs go to stderr; PAYSTREAM_TEST_CHILD_LOG=info shows them with --no-capture.
             .stdout(std::process::Stdio::inherit())
             .stderr(std::process::Stdio::inherit())
             .spawn()
