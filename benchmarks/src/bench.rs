@@ -972,7 +972,7 @@ pub fn markdown(context: &Context, r: &Report) -> String {
     if let (Some(commits), Some(rows)) = (context.pg_commits_per_s, context.pg_rows_per_s) {
         let _ = writeln!(
             out,
-            "PostgreSQL limits (pgbench, same run): **{}** single-row INSERT commits/s at 32 clients; **{}** rows/s in 100-row INSERT transactions at 8 clients.\n",
+            "PostgreSQL limits (pgbench, same run): **{}** single-row INSERT commits/s at 32 clients; **{}** rows/s in 100-row INSERT transactions at 8 clients (`scripts/bench`: the mean of the runs right before and right after the processor part).\n",
             thousands(commits),
             thousands(rows)
         );

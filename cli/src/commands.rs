@@ -369,7 +369,11 @@ async fn bench(
                 Some(into) => into.report.merge(run.report),
             }
         }
-        let run = merged.context("no run to replot")?;
+        let mut run = merged.context("no run to replot")?;
+        // PostgreSQL's limits given on the command line (scripts/bench measures them around
+        // the processor part) replace the files'.
+        run.context.pg_commits_per_s = context.pg_commits_per_s.or(run.context.pg_commits_per_s);
+        run.context.pg_rows_per_s = context.pg_rows_per_s.or(run.context.pg_rows_per_s);
         (run.context, run.report)
     };
     let section = markdown(&context, &r);
