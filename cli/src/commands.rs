@@ -137,42 +137,33 @@ pub struct LoadgenArgs {
     quiet: bool,
 }
 
+/// A listener on `addr`, or an error that names the address.
+async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))
+}
+
 pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_file)?;
     let shutdown = Shutdown::new();
     match command {
         Command::Ingest => {
             tokio::spawn(cancel_on_signal(shutdown.clone()));
-            let listener = TcpListener::bind(config.ingest.listen)
-                .await
-                .with_context(|| format!("bind {}", config.ingest.listen))?;
-            let admin = TcpListener::bind(config.ingest.admin_listen)
-                .await
-                .with_context(|| format!("bind {}", config.ingest.admin_listen))?;
+            let (listener, admin) = (bind(config.ingest.listen).await?, bind(config.ingest.admin_listen).await?);
             paystream_ingest::run(config, listener, admin, shutdown).await?;
         }
         Command::Processor => {
             tokio::spawn(cancel_on_signal(shutdown.clone()));
-            let admin = TcpListener::bind(config.processor.admin_listen)
-                .await
-                .with_context(|| format!("bind {}", config.processor.admin_listen))?;
+            let admin = bind(config.processor.admin_listen).await?;
             paystream_processor::run(config, admin, shutdown).await?;
         }
         Command::BareServer => {
             tokio::spawn(cancel_on_signal(shutdown.clone()));
-            let listener = TcpListener::bind(config.ingest.listen)
-                .await
-                .with_context(|| format!("bind {}", config.ingest.listen))?;
-            let admin = TcpListener::bind(config.ingest.admin_listen)
-                .await
-                .with_context(|| format!("bind {}", config.ingest.admin_listen))?;
+            let (listener, admin) = (bind(config.ingest.listen).await?, bind(config.ingest.admin_listen).await?);
             paystream_benchmarks::bench::serve_bare(listener, admin, shutdown).await?;
         }
         Command::Relay => {
             tokio::spawn(cancel_on_signal(shutdown.clone()));
-            let admin = TcpListener::bind(config.relay.admin_listen)
-                .await
-                .with_context(|| format!("bind {}", config.relay.admin_listen))?;
+            let admin = bind(config.relay.admin_listen).await?;
             paystream_relay::run(config, admin, shutdown).await?;
         }
         Command::Migrate => {
