@@ -176,8 +176,10 @@ pub struct RelayConfig {
     /// lanes like a relay of its own: while one waits for the database the other keeps the
     /// broker busy. They share one producer.
     pub workers: usize,
-    /// Outbox rows claimed and produced per batch, at most.
-    pub batch_max: usize,
+    /// Outbox rows claimed and produced per batch, at most. A row carries up to
+    /// `OUTBOX_EVENTS_PER_ROW` (128) events of one lane, so a batch is at most 128 times this
+    /// many records.
+    pub batch_rows: usize,
     /// Batches chained in one transaction, at most: while one batch awaits its acks, the
     /// next is claimed and the previous deleted, so the database and the broker work at the
     /// same time. The transaction commits after the last batch's acks.
@@ -300,8 +302,15 @@ impl Config {
             "processor.transactions must be 1..=postgres.pool_size",
         );
         check((1..=100_000).contains(&self.processor.transaction_max), "processor.transaction_max must be 1..=100000");
-        check((1..=100_000).contains(&self.relay.batch_max), "relay.batch_max must be 1..=100000");
         check((1..=8).contains(&self.relay.workers), "relay.workers must be 1..=8");
+        // Each worker has at most one batch awaiting acks; together they must fit the
+        // producer's queue, or sends would fail with a full queue instead of waiting.
+        check(
+            self.relay.batch_rows >= 1
+                && self.relay.batch_rows * crate::OUTBOX_EVENTS_PER_ROW * self.relay.workers
+                    <= crate::kafka::PRODUCER_QUEUE_MESSAGES,
+            "relay.batch_rows must be at least 1, and relay.batch_rows x 128 events x relay.workers at most 200000 (the producer's queue)",
+        );
         check((1..=64).contains(&self.relay.batches_per_transaction), "relay.batches_per_transaction must be 1..=64");
         check(self.relay.poll_interval_ms >= 1, "relay.poll_interval_ms must be at least 1");
         for (name, provider) in &self.providers {

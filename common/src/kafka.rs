@@ -12,6 +12,9 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::KafkaConfig;
 
+/// Records a producer queues at most (`queue.buffering.max.messages`).
+pub const PRODUCER_QUEUE_MESSAGES: usize = 200_000;
+
 /// Producer settings for durable, ordered, non-duplicating delivery.
 pub fn producer_config(kafka: &KafkaConfig, client_id: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -34,7 +37,7 @@ pub fn producer_config(kafka: &KafkaConfig, client_id: &str) -> ClientConfig {
         // wait was most of the latency at moderate rates; under full load it never shows.
         .set("socket.nagle.disable", "true")
         // Bounded local queue: beyond it sends fail with QueueFull, which is backpressure.
-        .set("queue.buffering.max.messages", "200000")
+        .set("queue.buffering.max.messages", PRODUCER_QUEUE_MESSAGES.to_string())
         .set("queue.buffering.max.kbytes", "262144");
     config
 }

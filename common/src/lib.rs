@@ -22,6 +22,11 @@ pub use tokio_util::sync::CancellationToken as Shutdown;
 /// but must be done with every processor and relay stopped.
 pub const OUTBOX_LANES: i16 = 32;
 
+/// Events in one outbox row, at most: a transaction's events of one lane and topic share a
+/// row (migration 4), so that the database handles one row for many events. The bound keeps
+/// a relay batch (`relay.batch_rows` rows) within the producer's queue.
+pub const OUTBOX_EVENTS_PER_ROW: usize = 128;
+
 /// The outbox lane of an aggregate key: FNV-1a over its bytes, stable across processes and
 /// releases (unlike `std`'s hasher), so processor and relay always agree.
 pub fn outbox_lane(key: &str) -> i16 {

@@ -178,6 +178,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "outbox_vacuum_by_count",
         sql: include_str!("../../migrations/V0003__outbox_vacuum_by_count.sql"),
     },
+    Migration {
+        version: 4,
+        name: "outbox_event_groups",
+        sql: include_str!("../../migrations/V0004__outbox_event_groups.sql"),
+    },
 ];
 
 /// A digest of the migrations, used to name migrated test templates.

@@ -764,9 +764,8 @@ async fn write(
         }
     }
     if !w.outbox.is_empty() {
-        let o = &w.outbox;
-        let stmt = tx.prepare_cached(sql!("outbox_insert_batch.sql")).await?;
-        tx.execute(&stmt, &[&o.lanes, &o.topics, &o.keys, &o.event_ids, &o.event_types, &o.payloads]).await?;
+        let stmt = tx.prepare_cached(sql!("outbox_insert.sql")).await?;
+        w.outbox.insert(&**tx, &stmt).await?;
     }
     Ok(())
 }

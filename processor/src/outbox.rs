@@ -1,10 +1,14 @@
 //! Outbox rows: the exact Avro bytes of each fact, written in the applying transaction and
-//! published by the relay. Event ids are derived from what the fact is about, so the same
-//! fact always has the same id.
+//! published by the relay, a row per lane and topic of the transaction. Event ids are derived
+//! from what the fact is about, so the same fact always has the same id.
 
+use std::collections::HashMap;
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{GenericClient, Statement};
 use uuid::Uuid;
 
-use paystream_common::outbox_lane;
+use paystream_common::{outbox_lane, OUTBOX_EVENTS_PER_ROW};
 use paystream_schemas::{encode, DeadLetter, EventType, PaymentEvent};
 
 use crate::error::ApplyError;
@@ -21,21 +25,27 @@ pub fn event_id(event_type: EventType, subject: &str) -> Uuid {
     Uuid::new_v5(&EVENT_NAMESPACE, name.as_bytes())
 }
 
-/// Outbox rows in the column order of the batch insert.
+/// One outbox row: events of one lane and topic, in the order they happened.
+#[derive(Debug)]
+struct Row {
+    lane: i16,
+    topic: String,
+    keys: Vec<String>,
+    event_ids: Vec<Uuid>,
+    event_types: Vec<&'static str>,
+    payloads: Vec<Vec<u8>>,
+}
+
+/// The outbox rows of one transaction: its events grouped by lane and topic (a row per
+/// group, up to `OUTBOX_EVENTS_PER_ROW` events each), rows in the order they were opened.
 #[derive(Debug, Default)]
 pub struct OutboxRows {
-    /// outbox.lane
-    pub lanes: Vec<i16>,
-    /// outbox.topic
-    pub topics: Vec<String>,
-    /// outbox.key
-    pub keys: Vec<String>,
-    /// outbox.event_id
-    pub event_ids: Vec<Uuid>,
-    /// outbox.event_type
-    pub event_types: Vec<String>,
-    /// outbox.payload
-    pub payloads: Vec<Vec<u8>>,
+    rows: Vec<Row>,
+    /// The topics written (one or two), so that a row is found by a topic's index.
+    topics: Vec<String>,
+    /// The row still taking events, per lane and topic index.
+    open: HashMap<(i16, usize), usize>,
+    events: usize,
 }
 
 impl OutboxRows {
@@ -53,23 +63,80 @@ impl OutboxRows {
         Ok(())
     }
 
-    fn push(&mut self, topic: &str, key: String, event_id: Uuid, event_type: &str, payload: Vec<u8>) {
-        self.lanes.push(outbox_lane(&key));
-        self.topics.push(topic.to_owned());
-        self.keys.push(key);
-        self.event_ids.push(event_id);
-        self.event_types.push(event_type.to_owned());
-        self.payloads.push(payload);
+    /// Adds an encoded event. Its row is the open row of its lane and topic, or a new one
+    /// after it: a lane's rows are inserted in the order they were opened, so its events keep
+    /// their order across rows too.
+    pub fn push(&mut self, topic: &str, key: String, event_id: Uuid, event_type: &'static str, payload: Vec<u8>) {
+        let lane = outbox_lane(&key);
+        let topic_index = match self.topics.iter().position(|t| t == topic) {
+            Some(index) => index,
+            None => {
+                self.topics.push(topic.to_owned());
+                self.topics.len() - 1
+            }
+        };
+        let index = match self.open.get(&(lane, topic_index)) {
+            Some(&index) if self.rows[index].keys.len() < OUTBOX_EVENTS_PER_ROW => index,
+            _ => {
+                self.rows.push(Row {
+                    lane,
+                    topic: topic.to_owned(),
+                    keys: Vec::new(),
+                    event_ids: Vec::new(),
+                    event_types: Vec::new(),
+                    payloads: Vec::new(),
+                });
+                self.open.insert((lane, topic_index), self.rows.len() - 1);
+                self.rows.len() - 1
+            }
+        };
+        let row = &mut self.rows[index];
+        row.keys.push(key);
+        row.event_ids.push(event_id);
+        row.event_types.push(event_type);
+        row.payloads.push(payload);
+        self.events += 1;
     }
 
     /// Whether there is nothing to insert.
     pub fn is_empty(&self) -> bool {
-        self.lanes.is_empty()
+        self.events == 0
     }
 
-    /// Rows held.
+    /// Events held.
     pub fn len(&self) -> usize {
-        self.lanes.len()
+        self.events
+    }
+
+    /// Rows the events make.
+    pub fn rows(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Inserts the rows with `insert` (`sql/outbox_insert.sql`, prepared on this connection),
+    /// pipelined: all are sent before the first answer is awaited and run in the order given,
+    /// which is the order of their ids.
+    pub async fn insert<C: GenericClient>(&self, client: &C, insert: &Statement) -> Result<(), tokio_postgres::Error> {
+        // At most OUTBOX_EVENTS_PER_ROW events a row: the count fits.
+        let counts: Vec<i16> = self.rows.iter().map(|r| r.keys.len() as i16).collect();
+        let params: Vec<[&(dyn ToSql + Sync); 7]> = self
+            .rows
+            .iter()
+            .zip(&counts)
+            .map(|(r, count)| {
+                [
+                    &r.lane as _,
+                    &r.topic as _,
+                    count as _,
+                    &r.keys as _,
+                    &r.event_ids as _,
+                    &r.event_types as _,
+                    &r.payloads as _,
+                ]
+            })
+            .collect();
+        futures::future::try_join_all(params.iter().map(|p| client.execute(insert, p))).await?;
+        Ok(())
     }
 }
 

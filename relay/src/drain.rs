@@ -43,30 +43,54 @@ impl RelayError {
     }
 }
 
+/// One outbox row as taken: up to `OUTBOX_EVENTS_PER_ROW` events of one lane and topic,
+/// borrowed from the database's answer when produced.
 struct Row {
     id: i64,
-    topic: String,
-    key: String,
-    event_id: Uuid,
-    event_type: String,
-    payload: Vec<u8>,
+    row: tokio_postgres::Row,
     created_ms: i64,
 }
 
-impl From<&tokio_postgres::Row> for Row {
-    fn from(r: &tokio_postgres::Row) -> Self {
+impl From<tokio_postgres::Row> for Row {
+    fn from(row: tokio_postgres::Row) -> Self {
         Self {
-            id: r.get(0),
-            topic: r.get(1),
-            key: r.get(2),
-            event_id: r.get(3),
-            event_type: r.get(4),
-            payload: r.get(5),
-            created_ms: r
+            id: row.get(0),
+            created_ms: row
                 .get::<_, SystemTime>(6)
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            row,
         }
+    }
+}
+
+/// The events of a row, in order, as (key, event id, event type, payload).
+struct Events<'a> {
+    topic: &'a str,
+    keys: Vec<&'a str>,
+    event_ids: Vec<Uuid>,
+    event_types: Vec<&'a str>,
+    payloads: Vec<&'a [u8]>,
+}
+
+impl<'a> Events<'a> {
+    /// Reads the row's arrays; the table's check keeps them of one length.
+    fn of(row: &'a Row) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            topic: row.row.try_get(1)?,
+            keys: row.row.try_get(2)?,
+            event_ids: row.row.try_get(3)?,
+            event_types: row.row.try_get(4)?,
+            payloads: row.row.try_get(5)?,
+        })
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&'a str, &Uuid, &'a str, &'a [u8])> + '_ {
+        self.keys
+            .iter()
+            .zip(&self.event_ids)
+            .zip(self.event_types.iter().zip(&self.payloads))
+            .map(|((key, id), (event_type, payload))| (*key, id, *event_type, *payload))
     }
 }
 
@@ -90,7 +114,7 @@ pub async fn drain(
     let backlog = client.prepare(include_str!("../sql/outbox_backlog_select.sql")).await?;
     let count_live = client.prepare(include_str!("../sql/relay_count_live.sql")).await?;
     let unlock = client.prepare(include_str!("../sql/outbox_lane_unlock.sql")).await?;
-    let batch_max = i64::try_from(config.relay.batch_max).unwrap_or(i64::MAX);
+    let batch_rows = i64::try_from(config.relay.batch_rows).unwrap_or(i64::MAX);
     let poll = Duration::from_millis(config.relay.poll_interval_ms);
     let claim_every = Duration::from_millis(config.relay.lane_claim_interval_ms);
     let timeout = Duration::from_millis(config.kafka.message_timeout_ms);
@@ -144,7 +168,7 @@ pub async fn drain(
                 let (tx, take, lanes) = (&tx, &take, &lanes);
                 async move {
                     let mut rows: Vec<Row> =
-                        tx.query(take, &[lanes, &batch_max, &after]).await?.iter().map(Row::from).collect();
+                        tx.query(take, &[lanes, &batch_rows, &after]).await?.into_iter().map(Row::from).collect();
                     rows.sort_unstable_by_key(|r| r.id);
                     Ok::<_, tokio_postgres::Error>(rows)
                 }
@@ -159,7 +183,7 @@ pub async fn drain(
             while !rows.is_empty() {
                 let started = Instant::now();
                 batches += 1;
-                let full = rows.len() == config.relay.batch_max;
+                let full = rows.len() == config.relay.batch_rows;
                 let chain = full && batches < config.relay.batches_per_transaction;
                 let after = rows.last().map_or(0, |r| r.id);
                 let next = async {
@@ -171,8 +195,9 @@ pub async fn drain(
                 };
                 let (sent, next) = tokio::join!(publish(producer, &rows, timeout), next);
                 match sent {
-                    Ok(max_lag) => {
-                        telemetry::BatchPublished { rows: rows.len(), elapsed: started.elapsed(), max_lag }.emit();
+                    Ok((events, max_lag)) => {
+                        telemetry::BatchPublished { rows: rows.len(), events, elapsed: started.elapsed(), max_lag }
+                            .emit();
                         last_full = full;
                         rows = next?;
                     }
@@ -234,25 +259,38 @@ pub fn event_headers(event_id: &Uuid, event_type: &str, payload: &[u8]) -> Owned
 #[derive(Debug, thiserror::Error)]
 #[error("{error} (topic {topic})")]
 pub struct Undelivered {
-    error: rdkafka::error::KafkaError,
+    error: String,
     topic: String,
 }
 
-/// Produces every row and waits for every delivery report. Returns the largest delay from
-/// the fact's commit to its ack.
-async fn publish(producer: &FutureProducer, rows: &[Row], timeout: Duration) -> Result<Duration, Undelivered> {
-    let sends = rows.iter().map(|row| {
-        let headers = event_headers(&row.event_id, &row.event_type, &row.payload);
-        producer.send(
-            FutureRecord::to(&row.topic).key(&row.key).payload(&row.payload).headers(headers).timestamp(row.created_ms),
-            Timeout::After(timeout),
-        )
+impl Undelivered {
+    /// A row whose columns cannot be read as the outbox's types (never, while the table's
+    /// definition and this relay agree): nothing of the batch was sent.
+    fn unreadable(error: tokio_postgres::Error) -> Self {
+        Self { error: format!("outbox row unreadable: {error}"), topic: "none sent".into() }
+    }
+}
+
+/// Produces every event of `rows` and waits for every delivery report. Returns the events
+/// and the largest delay from a fact's commit to its ack.
+async fn publish(producer: &FutureProducer, rows: &[Row], timeout: Duration) -> Result<(usize, Duration), Undelivered> {
+    let events = rows.iter().map(Events::of).collect::<Result<Vec<_>, _>>().map_err(Undelivered::unreadable)?;
+    let sends = rows.iter().zip(&events).flat_map(|(row, events)| {
+        events.iter().map(move |(key, event_id, event_type, payload)| {
+            let headers = event_headers(event_id, event_type, payload);
+            producer.send(
+                FutureRecord::to(events.topic).key(key).payload(payload).headers(headers).timestamp(row.created_ms),
+                Timeout::After(timeout),
+            )
+        })
     });
     let results = futures::future::join_all(sends).await;
     let acked_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let published = results.len();
     for result in results {
-        result.map_err(|(error, message)| Undelivered { error, topic: message.topic().to_owned() })?;
+        result
+            .map_err(|(error, message)| Undelivered { error: error.to_string(), topic: message.topic().to_owned() })?;
     }
     let oldest = rows.iter().map(|r| r.created_ms).min().unwrap_or(acked_ms);
-    Ok(Duration::from_millis(u64::try_from(acked_ms - oldest).unwrap_or(0)))
+    Ok((published, Duration::from_millis(u64::try_from(acked_ms - oldest).unwrap_or(0))))
 }

@@ -4,8 +4,10 @@ use std::time::Duration;
 
 /// A batch was published and deleted.
 pub struct BatchPublished {
-    /// Rows in the batch.
+    /// Outbox rows in the batch.
     pub rows: usize,
+    /// Events (records) in them.
+    pub events: usize,
     /// Claim to commit.
     pub elapsed: Duration,
     /// Largest commit-to-ack delay in the batch.
@@ -15,8 +17,13 @@ pub struct BatchPublished {
 impl BatchPublished {
     /// Logs (debug) and records.
     pub fn emit(&self) {
-        tracing::debug!(rows = self.rows, elapsed_ms = self.elapsed.as_millis() as u64, "outbox batch published");
-        metrics::counter!("paystream_relay_events_published_total").increment(self.rows as u64);
+        tracing::debug!(
+            rows = self.rows,
+            events = self.events,
+            elapsed_ms = self.elapsed.as_millis() as u64,
+            "outbox batch published"
+        );
+        metrics::counter!("paystream_relay_events_published_total").increment(self.events as u64);
         metrics::histogram!("paystream_relay_batch_duration_seconds").record(self.elapsed.as_secs_f64());
         metrics::histogram!("paystream_relay_commit_to_ack_seconds").record(self.max_lag.as_secs_f64());
     }

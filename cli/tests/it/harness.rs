@@ -187,7 +187,7 @@ impl Service {
             .env("PAYSTREAM_PROCESSOR__ADMIN_LISTEN", "127.0.0.1:0")
             .env("PAYSTREAM_PROCESSOR__BATCH_MAX", "200")
             .env("PAYSTREAM_RELAY__ADMIN_LISTEN", "127.0.0.1:0")
-            .env("PAYSTREAM_RELAY__BATCH_MAX", config.relay.batch_max.to_string())
+            .env("PAYSTREAM_RELAY__BATCH_ROWS", config.relay.batch_rows.to_string())
             .env("PAYSTREAM_RELAY__LANE_CLAIM_INTERVAL_MS", config.relay.lane_claim_interval_ms.to_string())
             .env("PAYSTREAM_RELAY__POLL_INTERVAL_MS", config.relay.poll_interval_ms.to_string())
             .env("RUST_LOG", std::env::var("PAYSTREAM_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()))

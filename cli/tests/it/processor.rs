@@ -92,7 +92,7 @@ async fn wait_for(db: &tokio_postgres::Client, sql: &str, want: i64, timeout: Du
 }
 
 /// Everything the load promised, and nothing more: counts, sums, balance, dead letters,
-/// one `PaymentApplied` outbox row per payment.
+/// one `PaymentApplied` outbox event per payment.
 async fn assert_exact(db: &tokio_postgres::Client, load: &Load) {
     assert_eq!(
         count(db, "SELECT count(*) FROM paystream.payment").await,
@@ -125,7 +125,7 @@ async fn assert_exact(db: &tokio_postgres::Client, load: &Load) {
         "one dead letter per poison message"
     );
     assert_eq!(
-        count(db, "SELECT count(*) FROM paystream.outbox WHERE event_type = 'PaymentApplied'").await,
+        count(db, "SELECT count(*) FROM paystream.outbox, unnest(event_types) t WHERE t = 'PaymentApplied'").await,
         load.distinct,
         "one PaymentApplied fact per payment"
     );
@@ -244,7 +244,7 @@ async fn postgres_crash_mid_load_loses_and_doubles_nothing() {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let applied = count(&db, "SELECT count(*) FROM paystream.payment").await;
-        let pending = count(&db, "SELECT count(*) FROM paystream.outbox").await;
+        let pending = count(&db, "SELECT pending FROM paystream.outbox_backlog").await;
         if applied == n as i64 && pending == 0 {
             break;
         }

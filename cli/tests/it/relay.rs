@@ -8,8 +8,9 @@ use rust_decimal::Decimal;
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
-use paystream_common::{outbox_lane, Config, Shutdown};
-use paystream_schemas::{decode, encode, EventType, PaymentEvent};
+use paystream_common::{Config, Shutdown};
+use paystream_processor::outbox::OutboxRows;
+use paystream_schemas::{decode, EventType, PaymentEvent};
 
 use crate::harness::{Broker, Service};
 
@@ -35,11 +36,11 @@ impl Outbox {
         }
     }
 
-    /// Writes `n` facts round-robin over the aggregates, as the processor would: in id order,
-    /// each aggregate's sequence numbers ascending.
+    /// Writes `n` facts round-robin over the aggregates in one transaction, as the processor
+    /// would (with its code): each aggregate's sequence numbers ascending, the events grouped
+    /// in rows by lane.
     async fn write(&mut self, n: usize) {
-        let (mut lanes, mut topics, mut keys, mut ids, mut types, mut payloads) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut outbox = OutboxRows::default();
         for i in 0..n {
             let aggregate = self.aggregates[i % self.aggregates.len()];
             let seq = self.next_seq.entry(aggregate).or_default();
@@ -57,22 +58,11 @@ impl Outbox {
                 currency: "BRL".into(),
                 reason: None,
             };
-            let key = aggregate.to_string();
-            lanes.push(outbox_lane(&key));
-            topics.push(self.config.kafka.events_topic.clone());
-            keys.push(key);
-            ids.push(event.event_id);
-            types.push("PaymentApplied".to_owned());
-            payloads.push(encode(&event).unwrap());
+            outbox.push_event(&self.config.kafka.events_topic, &event).unwrap();
             self.written.insert(event.event_id, (aggregate, *seq));
         }
-        self.db
-            .execute(
-                include_str!("../../../processor/sql/outbox_insert_batch.sql"),
-                &[&lanes, &topics, &keys, &ids, &types, &payloads],
-            )
-            .await
-            .unwrap();
+        let insert = self.db.prepare(include_str!("../../../processor/sql/outbox_insert.sql")).await.unwrap();
+        outbox.insert(&self.db, &insert).await.unwrap();
         self.db.batch_execute("NOTIFY paystream_outbox").await.unwrap();
     }
 
@@ -117,7 +107,8 @@ async fn relay_in_process(config: &Config) -> (Shutdown, tokio::task::JoinHandle
 }
 
 fn relay_config(mut config: Config) -> Config {
-    config.relay.batch_max = 100;
+    // A few rows a batch (each up to 128 events), so that a drain takes many batches.
+    config.relay.batch_rows = 4;
     config.relay.lane_claim_interval_ms = 200;
     config.relay.poll_interval_ms = 50;
     config
