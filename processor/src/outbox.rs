@@ -8,7 +8,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Statement};
 use uuid::Uuid;
 
-use paystream_common::{outbox_lane, OUTBOX_EVENTS_PER_ROW};
+use paystream_common::{outbox_lane, OUTBOX_EVENTS_PER_ROW, OUTBOX_ROW_BYTES};
 use paystream_schemas::{encode, DeadLetter, EventType, PaymentEvent};
 
 use crate::error::ApplyError;
@@ -34,10 +34,19 @@ struct Row {
     event_ids: Vec<Uuid>,
     event_types: Vec<&'static str>,
     payloads: Vec<Vec<u8>>,
+    /// What the events take in the row (see `event_bytes`).
+    bytes: usize,
 }
 
-/// The outbox rows of one transaction: its events grouped by lane and topic (a row per
-/// group, up to `OUTBOX_EVENTS_PER_ROW` events each), rows in the order they were opened.
+/// The room an event takes in an outbox row: its values and the 4-byte length header of each
+/// of its three variable-length array elements.
+fn event_bytes(key: &str, event_type: &str, payload: &[u8]) -> usize {
+    key.len() + 16 + event_type.len() + payload.len() + 12
+}
+
+/// The outbox rows of one transaction: its events grouped by lane and topic (rows of up to
+/// `OUTBOX_EVENTS_PER_ROW` events and `OUTBOX_ROW_BYTES`), rows in the order they were
+/// opened.
 #[derive(Debug, Default)]
 pub struct OutboxRows {
     rows: Vec<Row>,
@@ -75,8 +84,10 @@ impl OutboxRows {
                 self.topics.len() - 1
             }
         };
+        let bytes = event_bytes(&key, event_type, &payload);
+        let fits = |row: &Row| row.keys.len() < OUTBOX_EVENTS_PER_ROW && row.bytes + bytes <= OUTBOX_ROW_BYTES;
         let index = match self.open.get(&(lane, topic_index)) {
-            Some(&index) if self.rows[index].keys.len() < OUTBOX_EVENTS_PER_ROW => index,
+            Some(&index) if fits(&self.rows[index]) => index,
             _ => {
                 self.rows.push(Row {
                     lane,
@@ -85,6 +96,7 @@ impl OutboxRows {
                     event_ids: Vec::new(),
                     event_types: Vec::new(),
                     payloads: Vec::new(),
+                    bytes: 0,
                 });
                 self.open.insert((lane, topic_index), self.rows.len() - 1);
                 self.rows.len() - 1
@@ -95,6 +107,7 @@ impl OutboxRows {
         row.event_ids.push(event_id);
         row.event_types.push(event_type);
         row.payloads.push(payload);
+        row.bytes += bytes;
         self.events += 1;
     }
 
@@ -143,6 +156,49 @@ impl OutboxRows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn push(rows: &mut OutboxRows, key: &str, payload_len: usize) {
+        rows.push("t", key.to_owned(), Uuid::new_v4(), "PaymentApplied", vec![0; payload_len]);
+    }
+
+    /// A lane's events fill rows up to the count and byte bounds, in order; each lane and
+    /// topic has rows of its own; one event larger than a row's bytes gets a row alone.
+    #[test]
+    fn events_group_by_lane_within_bounds() {
+        let mut rows = OutboxRows::default();
+        for _ in 0..300 {
+            push(&mut rows, "a", 10);
+        }
+        let sizes: Vec<usize> = rows.rows.iter().map(|r| r.keys.len()).collect();
+        assert_eq!(sizes, [128, 128, 44]);
+
+        let mut rows = OutboxRows::default();
+        for _ in 0..20 {
+            push(&mut rows, "a", 1_000);
+        }
+        let sizes: Vec<usize> = rows.rows.iter().map(|r| r.keys.len()).collect();
+        assert_eq!(sizes, [6, 6, 6, 2], "1,043 bytes an event, at most 7,000 a row");
+        assert!(rows.rows.iter().all(|r| r.bytes <= OUTBOX_ROW_BYTES));
+
+        let mut rows = OutboxRows::default();
+        push(&mut rows, "a", 10);
+        push(&mut rows, "a", 10_000);
+        push(&mut rows, "a", 10);
+        let sizes: Vec<usize> = rows.rows.iter().map(|r| r.keys.len()).collect();
+        assert_eq!(sizes, [1, 1, 1], "the oversized event alone, and the next event after it");
+
+        let (a, b) = ("3f1c1b7e-4c53-4a8e-9d5e-1f0a2b3c4d5e", "3f1c1b7e-4c53-4a8e-9d5e-1f0a2b3c4d5f");
+        assert_ne!(outbox_lane(a), outbox_lane(b));
+        let mut rows = OutboxRows::default();
+        push(&mut rows, a, 10);
+        push(&mut rows, b, 10);
+        push(&mut rows, a, 10);
+        rows.push("other", a.to_owned(), Uuid::new_v4(), "DeadLetter", vec![1]);
+        let shape: Vec<(i16, &str, usize)> =
+            rows.rows.iter().map(|r| (r.lane, r.topic.as_str(), r.keys.len())).collect();
+        assert_eq!(shape, [(outbox_lane(a), "t", 2), (outbox_lane(b), "t", 1), (outbox_lane(a), "other", 1)]);
+        assert_eq!((rows.len(), rows.rows()), (4, 3));
+    }
 
     /// Event ids are stable per (type, subject) and differ across types.
     #[test]
