@@ -28,11 +28,10 @@ pub const OUTBOX_LANES: i16 = 32;
 pub const OUTBOX_EVENTS_PER_ROW: usize = 128;
 
 /// Bytes of events in one outbox row, at most (keys, ids, types and payloads, with the arrays'
-/// per-element headers), unless one event alone is larger: a row then fits in one 8 KiB page
-/// and is stored inline, where a larger one would be cut into out-of-line chunks, each a
-/// tuple of its own to write, delete and vacuum (measured: the relay's database time per
-/// event fell by a third, inline rows of about 25 events against out-of-line rows of 62).
-pub const OUTBOX_ROW_BYTES: usize = 7_000;
+/// per-element headers), unless one event alone is larger: with the count, what bounds a
+/// relay batch's memory (`relay.batch_rows` rows). Rows of a full transaction stay well below
+/// it (about 62 events of 280 bytes).
+pub const OUTBOX_ROW_BYTES: usize = 65_536;
 
 /// The outbox lane of an aggregate key: FNV-1a over its bytes, stable across processes and
 /// releases (unlike `std`'s hasher), so processor and relay always agree.

@@ -173,16 +173,16 @@ mod tests {
         assert_eq!(sizes, [128, 128, 44]);
 
         let mut rows = OutboxRows::default();
-        for _ in 0..20 {
+        for _ in 0..130 {
             push(&mut rows, "a", 1_000);
         }
         let sizes: Vec<usize> = rows.rows.iter().map(|r| r.keys.len()).collect();
-        assert_eq!(sizes, [6, 6, 6, 2], "1,043 bytes an event, at most 7,000 a row");
+        assert_eq!(sizes, [62, 62, 6], "1,043 bytes an event, at most 65,536 a row");
         assert!(rows.rows.iter().all(|r| r.bytes <= OUTBOX_ROW_BYTES));
 
         let mut rows = OutboxRows::default();
         push(&mut rows, "a", 10);
-        push(&mut rows, "a", 10_000);
+        push(&mut rows, "a", 70_000);
         push(&mut rows, "a", 10);
         let sizes: Vec<usize> = rows.rows.iter().map(|r| r.keys.len()).collect();
         assert_eq!(sizes, [1, 1, 1], "the oversized event alone, and the next event after it");
