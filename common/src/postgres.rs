@@ -183,6 +183,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "outbox_event_groups",
         sql: include_str!("../../migrations/V0004__outbox_event_groups.sql"),
     },
+    Migration {
+        version: 5,
+        name: "ledger_checked_per_statement",
+        sql: include_str!("../../migrations/V0005__ledger_checked_per_statement.sql"),
+    },
 ];
 
 /// A digest of the migrations, used to name migrated test templates.

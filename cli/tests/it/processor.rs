@@ -363,3 +363,56 @@ async fn redelivery_out_of_order_across_a_rebalance_applies_once() {
     let load = Load { distinct: 130, poison: 0, total: Decimal::new(100, 2) * Decimal::from(130) };
     assert_exact(&db, &load).await;
 }
+
+/// The database refuses what would break the ledger, whoever writes it: a posting whose
+/// journal does not exist, a journal whose postings do not sum to zero, and any update,
+/// delete or truncation of journals and postings (append-only). Each with its SQLSTATE, so
+/// that the processor's disposition (reject) applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_refuses_orphans_imbalance_and_rewrites() {
+    use tokio_postgres::error::SqlState;
+    let (_, mut db) = setup().await;
+    let journal = Uuid::now_v7();
+    let insert_postings = "INSERT INTO paystream.posting (journal_id, line, account, currency, amount)
+                           SELECT $1, l, a, 'BRL', m FROM unnest($2::smallint[], $3::text[], $4::numeric[]) AS u(l, a, m)";
+    let lines: Vec<i16> = vec![1, 2];
+    let accounts = vec!["provider_clearing:t".to_owned(), "receivable:t".to_owned()];
+    let code = |e: tokio_postgres::Error| e.code().cloned();
+
+    let tx = db.transaction().await.unwrap();
+    let orphan = tx.execute(insert_postings, &[&journal, &lines, &accounts, &vec![Decimal::ONE, -Decimal::ONE]]).await;
+    assert_eq!(orphan.map_err(code).err().flatten(), Some(SqlState::FOREIGN_KEY_VIOLATION), "posting without journal");
+    drop(tx);
+
+    let tx = db.transaction().await.unwrap();
+    tx.execute("INSERT INTO paystream.journal (id, kind, reference) VALUES ($1, 'test', 't')", &[&journal])
+        .await
+        .unwrap();
+    let unbalanced =
+        tx.execute(insert_postings, &[&journal, &lines, &accounts, &vec![Decimal::ONE, Decimal::new(-99, 2)]]).await;
+    assert_eq!(unbalanced.map_err(code).err().flatten(), Some(SqlState::CHECK_VIOLATION), "unbalanced journal");
+    drop(tx);
+
+    let tx = db.transaction().await.unwrap();
+    tx.execute("INSERT INTO paystream.journal (id, kind, reference) VALUES ($1, 'test', 't')", &[&journal])
+        .await
+        .unwrap();
+    tx.execute(insert_postings, &[&journal, &lines, &accounts, &vec![Decimal::ONE, -Decimal::ONE]]).await.unwrap();
+    tx.commit().await.unwrap();
+    for rewrite in [
+        "UPDATE paystream.posting SET amount = 2 WHERE journal_id = $1",
+        "DELETE FROM paystream.posting WHERE journal_id = $1",
+        "DELETE FROM paystream.journal WHERE id = $1",
+    ] {
+        let refused = db.execute(rewrite, &[&journal]).await;
+        assert_eq!(refused.map_err(code).err().flatten(), Some(SqlState::RESTRICT_VIOLATION), "{rewrite}");
+    }
+    let truncate = db.batch_execute("TRUNCATE paystream.posting").await;
+    assert_eq!(truncate.map_err(code).err().flatten(), Some(SqlState::RESTRICT_VIOLATION), "truncate");
+    let balance: Decimal = db
+        .query_one("SELECT coalesce(sum(amount), 0) FROM paystream.posting WHERE journal_id = $1", &[&journal])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(balance, Decimal::ZERO, "the balanced journal stands as written");
+}
