@@ -97,7 +97,12 @@ async fn installments(config: &Config, namespace: &str, n: i32, amount_due: i64)
 
 /// Payments/s applied from a pre-filled topic of `messages` payments over `spread`
 /// installments, with `batch_max` payments per transaction at most.
-pub async fn processor(config: &Config, messages: u64, spread: i32, batch_max: usize) -> Result<f64, LoadgenError> {
+pub async fn processor(
+    config: &Config,
+    messages: u64,
+    spread: i32,
+    batch_max: usize,
+) -> Result<(f64, f64), LoadgenError> {
     let mut config = unique(config, "processor");
     config.processor.batch_max = batch_max;
     if batch_max == 1 {
@@ -108,6 +113,7 @@ pub async fn processor(config: &Config, messages: u64, spread: i32, batch_max: u
     }
     fill_inbound(&config, messages, spread).await?;
     let client = db(&config).await?;
+    let written_before = rows_written(&client).await?;
     let shutdown = Shutdown::new();
     let admin =
         TcpListener::bind(config.processor.admin_listen).await.map_err(|e| LoadgenError::Bench(e.to_string()))?;
@@ -118,14 +124,22 @@ pub async fn processor(config: &Config, messages: u64, spread: i32, batch_max: u
     let rate = wait_applied(&client, &config, messages).await?;
     shutdown.cancel();
     let _ = task.await;
+    // A server process publishes its table counters when its session ends: the processor's
+    // pool closed with it, give them a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rows_per_payment = (rows_written(&client).await? - written_before) as f64 / messages as f64;
     client.execute("DELETE FROM paystream.outbox WHERE topic = $1", &[&config.kafka.events_topic]).await?;
-    rate.ok_or_else(|| LoadgenError::Bench(format!("{messages} payments not applied within 10 minutes")))
+    let rate = rate.ok_or_else(|| LoadgenError::Bench(format!("{messages} payments not applied within 10 minutes")))?;
+    Ok((rate, rows_per_payment))
 }
 
-/// Waits until the group's stored positions add up to `messages`, and returns the rate they
-/// were applied at: from the first stored position seen to the last, so that what is timed is
-/// applying, not the consumer's start and the group's first join (seconds on the local
-/// broker, whatever the rate). `None` after 10 minutes.
+/// Rows inserted and updated in paystream's tables so far (the statistics collector's
+/// counters): what the processor wrote, counted by the database.
+async fn rows_written(client: &tokio_postgres::Client) -> Result<i64, tokio_postgres::Error> {
+    let sql = "SELECT coalesce(sum(n_tup_ins + n_tup_upd), 0)::bigint FROM pg_stat_user_tables WHERE schemaname = 'paystream'";
+    Ok(client.query_one(sql, &[]).await?.get(0))
+}
+
 async fn wait_applied(
     client: &tokio_postgres::Client,
     config: &Config,
@@ -820,6 +834,10 @@ pub struct Report {
     pub processor_uniform: Option<Figure>,
     /// Processor, hot over 10 installments: batched vs one payment per transaction.
     pub processor_hot: Option<Figure>,
+    /// Rows the batched uniform run wrote per payment (inserted and updated, as the database
+    /// counted them). Absent in runs recorded before it was measured (6 was assumed).
+    #[serde(default)]
+    pub processor_rows_per_payment: Option<f64>,
     /// Relay vs plain producer.
     pub relay: Option<Figure>,
     /// Open-loop rate of the relay latency run (half the relay's drain rate), events/s.
@@ -848,6 +866,7 @@ impl Report {
         }
         fill(&mut self.processor_uniform, other.processor_uniform);
         fill(&mut self.processor_hot, other.processor_hot);
+        fill(&mut self.processor_rows_per_payment, other.processor_rows_per_payment);
         fill(&mut self.relay, other.relay);
         fill(&mut self.relay_half_peak_rate, other.relay_half_peak_rate);
         fill(&mut self.relay_latency_at_half_peak, other.relay_latency_at_half_peak);
@@ -915,14 +934,15 @@ pub async fn all(config: &Config, sizes: Sizes, parts: &[Part]) -> Result<Report
     ensure_outbox_topics(config).await?;
     if parts.contains(&Part::Processor) {
         step("processor, uniform, batched");
-        let uniform =
+        let (uniform, rows_per_payment) =
             processor(config, sizes.processor_messages, sizes.uniform_installments, config.processor.batch_max).await?;
+        report.processor_rows_per_payment = Some(rows_per_payment);
         step("processor, uniform, one payment per transaction");
-        let uniform_single = processor(config, sizes.single_messages, sizes.uniform_installments, 1).await?;
+        let (uniform_single, _) = processor(config, sizes.single_messages, sizes.uniform_installments, 1).await?;
         step("processor, hot (10 installments), batched");
-        let hot = processor(config, sizes.processor_messages, 10, config.processor.batch_max).await?;
+        let (hot, _) = processor(config, sizes.processor_messages, 10, config.processor.batch_max).await?;
         step("processor, hot (10 installments), one payment per transaction");
-        let hot_single = processor(config, sizes.single_messages, 10, 1).await?;
+        let (hot_single, _) = processor(config, sizes.single_messages, 10, 1).await?;
         report.processor_uniform = Some(Figure::new(
             &format!("processor, uniform over {} installments", sizes.uniform_installments),
             uniform,
@@ -982,6 +1002,11 @@ pub struct Context {
     pub pg_commits_per_s: Option<f64>,
     /// pgbench: rows/s in 100-row INSERT transactions at 8 clients, same run.
     pub pg_rows_per_s: Option<f64>,
+    /// pgbench: payments/s of the processor's own rows (journal, postings, payment,
+    /// installment update, outbox share) written 100 payments a transaction with none of the
+    /// processor's reads, locks or logic (`benchmarks/sql/rows_limit.sql`), same run.
+    #[serde(default)]
+    pub pg_payment_rows_per_s: Option<f64>,
 }
 
 /// A run with its context, as written to JSON (and read back to redraw it).
@@ -1040,15 +1065,25 @@ pub fn markdown(context: &Context, r: &Report) -> String {
         format!("p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms", l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms)
     };
     if let (Some(u), Some(h), Some(rows)) = (&r.processor_uniform, &r.processor_hot, context.pg_rows_per_s) {
-        // Rows per payment: payment, journal, two postings, outbox, installment update.
-        let written = u.value * 6.0;
+        let per_payment = r.processor_rows_per_payment.unwrap_or(6.0);
+        let written = u.value * per_payment;
         let _ = writeln!(
             out,
-            "- Processor rows written: about 6 per payment, {} rows/s uniform, **{:.2}** of the 100-row INSERT limit (target 0.5); hot case at **{:.2}** of the uniform rate (target 0.5).",
+            "- Processor rows written: {per_payment:.2} per payment (inserted and updated, counted by the database), {} rows/s uniform, **{:.2}** of the 100-row INSERT limit (target 0.5); hot case at **{:.2}** of the uniform rate (target 0.5).",
             thousands(written),
             written / rows,
             h.value / u.value.max(1e-9)
         );
+        if let Some(limit) = context.pg_payment_rows_per_s {
+            let _ = writeln!(
+                out,
+                "- The same rows written by PostgreSQL alone (`benchmarks/sql/rows_limit.sql`: journal, postings, payment, installment update and outbox share, 100 payments a transaction, none of the processor's reads, locks or logic): {} payments/s, {} rows/s, **{:.2}** of the 100-row INSERT limit; the processor uniform at **{:.2}** of it.",
+                thousands(limit),
+                thousands(limit * per_payment),
+                limit * per_payment / rows,
+                u.value / limit
+            );
+        }
     }
     if let (Some(rate), Some(l)) = (r.relay_half_peak_rate, &r.relay_latency_at_half_peak) {
         let _ = writeln!(

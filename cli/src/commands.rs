@@ -78,6 +78,10 @@ pub enum Command {
         /// pgbench rows/s in 100-row INSERT transactions measured in the same run.
         #[arg(long)]
         pg_rows: Option<f64>,
+        /// pgbench payments/s of the processor's own rows written with no logic
+        /// (`benchmarks/sql/rows_limit.sql`), measured in the same run.
+        #[arg(long)]
+        pg_payment_rows: Option<f64>,
     },
     /// The benchmark's baseline: an HTTP server on `ingest.listen` that answers 202 to every
     /// webhook without verifying or producing (readiness on `ingest.admin_listen`).
@@ -194,9 +198,28 @@ pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result
         }
         Command::Loadgen(args) => return loadgen(&config, args).await,
         Command::Report => report(&config).await?,
-        Command::Bench { quick, json, markdown, replot, only, date, commit, machine, pg_commits, pg_rows } => {
-            let context =
-                Context { date, commit, machine, quick, pg_commits_per_s: pg_commits, pg_rows_per_s: pg_rows };
+        Command::Bench {
+            quick,
+            json,
+            markdown,
+            replot,
+            only,
+            date,
+            commit,
+            machine,
+            pg_commits,
+            pg_rows,
+            pg_payment_rows,
+        } => {
+            let context = Context {
+                date,
+                commit,
+                machine,
+                quick,
+                pg_commits_per_s: pg_commits,
+                pg_rows_per_s: pg_rows,
+                pg_payment_rows_per_s: pg_payment_rows,
+            };
             bench(&config, quick, json.as_deref(), markdown.as_deref(), &replot, &only, context).await?
         }
         Command::Healthcheck { addr, path } => return Ok(healthcheck(&addr, &path).await),
@@ -365,6 +388,7 @@ async fn bench(
         // the processor part) replace the files'.
         run.context.pg_commits_per_s = context.pg_commits_per_s.or(run.context.pg_commits_per_s);
         run.context.pg_rows_per_s = context.pg_rows_per_s.or(run.context.pg_rows_per_s);
+        run.context.pg_payment_rows_per_s = context.pg_payment_rows_per_s.or(run.context.pg_payment_rows_per_s);
         (run.context, run.report)
     };
     let section = markdown(&context, &r);

@@ -1,0 +1,31 @@
+-- pgbench: 100 payments' rows a transaction, as the processor writes them for partial payments
+-- spread over 100,000 installments (a journal, its two postings, the payment, the installment's
+-- update; their events, 50 to an outbox row), and nothing else: none of the processor's reads,
+-- locks, checks or logic. PostgreSQL's limit for these rows, batched.
+\set run random(1, 2000000000)
+BEGIN;
+WITH j AS (
+    INSERT INTO bench_rows.journal (id, kind, reference)
+    SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(nextval('bench_rows.ids')), 12, '0'))::uuid,
+           'payment', 'bench/b_' || :run || '_' || g
+    FROM generate_series(1, 100) g
+    RETURNING id, reference
+)
+INSERT INTO bench_rows.posting (journal_id, line, account, currency, amount)
+SELECT j.id, l.line, CASE l.line WHEN 1 THEN 'provider_clearing:bench' ELSE 'receivable:' || md5(j.reference)::uuid END,
+       'BRL', l.amount
+FROM j, (VALUES (1::smallint, 0.01), (2::smallint, -0.01)) AS l (line, amount);
+INSERT INTO bench_rows.payment (provider, provider_payment_id, installment_id, rail, amount, currency, status,
+                                amount_applied, journal_id, occurred_at, source_partition, source_offset)
+SELECT 'bench', 'b_' || :run || '_' || g, md5('bench_rows/i/' || (1 + floor(random() * 100000)::int))::uuid, 'pix',
+       0.01, 'BRL', 'applied', 0.01, gen_random_uuid(), now(), 0, g
+FROM generate_series(1, 100) g;
+UPDATE bench_rows.installment i
+SET amount_paid = i.amount_paid + 0.01, status = 'partially_paid', version = i.version + 1
+WHERE i.id IN (SELECT md5('bench_rows/i/' || (1 + floor(random() * 100000)::int))::uuid FROM generate_series(1, 100));
+INSERT INTO bench_rows.outbox (lane, topic, events, keys, event_ids, event_types, payloads)
+SELECT g % 2, 'paystream.payments.events.v1', 50, array_agg(md5(g::text)::uuid::text), array_agg(gen_random_uuid()),
+       array_agg('PaymentApplied'::text), array_agg(decode(repeat('c3', 200), 'hex'))
+FROM generate_series(1, 100) g
+GROUP BY g % 2;
+COMMIT;
