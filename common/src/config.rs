@@ -86,6 +86,11 @@ pub struct KafkaConfig {
     pub message_timeout_ms: u64,
     /// How long a producer waits to fill a batch (`linger.ms`).
     pub linger_ms: u64,
+    /// How long the broker may hold a consumer's fetch while it has nothing new
+    /// (`fetch.wait.max.ms`). Apache Kafka answers as soon as a record arrives, so this only
+    /// bounds idle fetches there (100-500 is usual); the local Kafka-protocol broker holds
+    /// every fetch for the whole wait, so there it is a floor on every consumer's latency.
+    pub fetch_wait_max_ms: u64,
 }
 
 /// PostgreSQL connection and pool settings.
@@ -290,6 +295,7 @@ impl Config {
         );
         check(self.ingest.timestamp_tolerance_s >= 1, "ingest.timestamp_tolerance_s must be at least 1");
         check(self.ingest.produce_timeout_ms >= 100, "ingest.produce_timeout_ms must be at least 100");
+        check((1..=10_000).contains(&self.kafka.fetch_wait_max_ms), "kafka.fetch_wait_max_ms must be 1..=10000");
         check((1..=100_000).contains(&self.ingest.max_in_flight), "ingest.max_in_flight must be 1..=100000");
         check(!self.processor.group_id.is_empty(), "processor.group_id is empty");
         check((1..=10_000).contains(&self.processor.batch_max), "processor.batch_max must be 1..=10000");
