@@ -73,15 +73,27 @@ struct Events<'a> {
 }
 
 impl<'a> Events<'a> {
-    /// Reads the row's arrays; the table's check keeps them of one length.
-    fn of(row: &'a Row) -> Result<Self, tokio_postgres::Error> {
-        Ok(Self {
-            topic: row.row.try_get(1)?,
-            keys: row.row.try_get(2)?,
-            event_ids: row.row.try_get(3)?,
-            event_types: row.row.try_get(4)?,
-            payloads: row.row.try_get(5)?,
-        })
+    /// Reads the row's arrays. The table's check keeps them of one length; were they not, the
+    /// row is refused whole (the batch is not sent and stays), never published in part.
+    fn of(row: &'a Row) -> Result<Self, Undelivered> {
+        let unreadable = |error: tokio_postgres::Error| {
+            Undelivered::new(format_args!("outbox row {} unreadable, nothing sent: {error}", row.id), "none")
+        };
+        let events = Self {
+            topic: row.row.try_get(1).map_err(unreadable)?,
+            keys: row.row.try_get(2).map_err(unreadable)?,
+            event_ids: row.row.try_get(3).map_err(unreadable)?,
+            event_types: row.row.try_get(4).map_err(unreadable)?,
+            payloads: row.row.try_get(5).map_err(unreadable)?,
+        };
+        let n = events.keys.len();
+        if [events.event_ids.len(), events.event_types.len(), events.payloads.len()].iter().any(|&len| len != n) {
+            return Err(Undelivered::new(
+                format_args!("outbox row {}: arrays of unequal length, nothing sent", row.id),
+                "none",
+            ));
+        }
+        Ok(events)
     }
 }
 
@@ -281,11 +293,7 @@ pub fn event_headers(event_id: &Uuid, event_type: &str, payload: &[u8]) -> Owned
 /// Produces every event of `rows` and waits for every delivery report. Returns the events
 /// and the largest delay from a fact's commit to its ack.
 async fn publish(producer: &Producer, rows: &[Row]) -> Result<(usize, Duration), Undelivered> {
-    let events = rows
-        .iter()
-        .map(Events::of)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| Undelivered::new(format_args!("outbox row unreadable, nothing sent: {error}"), "none"))?;
+    let events = rows.iter().map(Events::of).collect::<Result<Vec<_>, _>>()?;
     let records = BatchRecords { rows, events: &events, row: 0, event: 0 };
     let published = producer.send_all(records).await?;
     let acked_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
