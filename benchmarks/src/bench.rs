@@ -491,7 +491,7 @@ async fn fill(
     for (key, id, payload) in rows {
         outbox.push(topic, key.clone(), *id, "PaymentApplied", payload.clone());
     }
-    let insert = tx.prepare(include_str!("../../processor/sql/outbox_insert.sql")).await?;
+    let insert = tx.prepare(paystream_processor::outbox::INSERT).await?;
     outbox.insert(tx, &insert).await
 }
 

@@ -764,7 +764,7 @@ async fn write(
         }
     }
     if !w.outbox.is_empty() {
-        let stmt = tx.prepare_cached(sql!("outbox_insert.sql")).await?;
+        let stmt = tx.prepare_cached(crate::outbox::INSERT).await?;
         w.outbox.insert(&**tx, &stmt).await?;
     }
     Ok(())

@@ -25,6 +25,10 @@ pub fn event_id(event_type: EventType, subject: &str) -> Uuid {
     Uuid::new_v5(&EVENT_NAMESPACE, name.as_bytes())
 }
 
+/// The statement that inserts one outbox row, for [`OutboxRows::insert`]: prepared by the
+/// caller on its own connection (the processor caches it per pooled connection).
+pub const INSERT: &str = include_str!("../sql/outbox_insert.sql");
+
 /// One outbox row: events of one lane and topic, in the order they happened.
 #[derive(Debug)]
 struct Row {
@@ -126,7 +130,7 @@ impl OutboxRows {
         self.rows.len()
     }
 
-    /// Inserts the rows with `insert` (`sql/outbox_insert.sql`, prepared on this connection),
+    /// Inserts the rows with `insert` ([`INSERT`], prepared on this connection),
     /// pipelined: all are sent before the first answer is awaited and run in the order given,
     /// which is the order of their ids.
     pub async fn insert<C: GenericClient>(&self, client: &C, insert: &Statement) -> Result<(), tokio_postgres::Error> {

@@ -61,7 +61,7 @@ impl Outbox {
             outbox.push_event(&self.config.kafka.events_topic, &event).unwrap();
             self.written.insert(event.event_id, (aggregate, *seq));
         }
-        let insert = self.db.prepare(include_str!("../../../processor/sql/outbox_insert.sql")).await.unwrap();
+        let insert = self.db.prepare(paystream_processor::outbox::INSERT).await.unwrap();
         outbox.insert(&self.db, &insert).await.unwrap();
         self.db.batch_execute("NOTIFY paystream_outbox").await.unwrap();
     }
