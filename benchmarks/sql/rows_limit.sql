@@ -23,9 +23,11 @@ FROM generate_series(1, 100) g;
 UPDATE bench_rows.installment i
 SET amount_paid = i.amount_paid + 0.01, status = 'partially_paid', version = i.version + 1
 WHERE i.id IN (SELECT md5('bench_rows/i/' || (1 + floor(random() * 100000)::int))::uuid FROM generate_series(1, 100));
-INSERT INTO bench_rows.outbox (lane, topic, events, keys, event_ids, event_types, payloads)
-SELECT g % 2, 'paystream.payments.events.v1', 50, array_agg(md5(g::text)::uuid::text), array_agg(gen_random_uuid()),
-       array_agg('PaymentApplied'::text), array_agg(decode(repeat('c3', 200), 'hex'))
+INSERT INTO bench_rows.outbox (lane, topic, events, frames)
+SELECT g % 2, 'paystream.payments.events.v1', 50,
+       string_agg(int4send(36) || convert_to(md5(g::text)::uuid::text, 'UTF8') || uuid_send(gen_random_uuid())
+                  || int4send(14) || convert_to('PaymentApplied', 'UTF8') || int4send(200)
+                  || decode(repeat('c3', 200), 'hex'), ''::bytea)
 FROM generate_series(1, 100) g
 GROUP BY g % 2;
 COMMIT;

@@ -489,7 +489,7 @@ async fn fill(
 ) -> Result<(), tokio_postgres::Error> {
     let mut outbox = OutboxRows::default();
     for (key, id, payload) in rows {
-        outbox.push(topic, key.clone(), *id, "PaymentApplied", payload.clone());
+        outbox.push(topic, key, *id, "PaymentApplied", payload);
     }
     let insert = tx.prepare(paystream_processor::outbox::INSERT).await?;
     outbox.insert(tx, &insert).await

@@ -3,11 +3,13 @@
 //! Charter: what two or more of ingest, processor and relay need to start and talk to the
 //! outside world: configuration loading and validation, tracing and the admin listener
 //! (`/metrics`, `/healthz`, `/readyz`), Kafka client settings and topic creation, the
-//! PostgreSQL pool with SQLSTATE classification, the migration runner, and the shutdown
-//! signal. No payment logic lives here, and nothing that only one service uses.
+//! PostgreSQL pool with SQLSTATE classification, the migration runner, the shutdown signal,
+//! and the outbox row's frames (written by the processor, read by the relay). No payment
+//! logic lives here, and nothing that only one service uses.
 
 pub mod config;
 pub mod kafka;
+pub mod outbox;
 pub mod postgres;
 pub mod telemetry;
 #[cfg(feature = "testing")]
@@ -27,10 +29,9 @@ pub const OUTBOX_LANES: i16 = 32;
 /// a relay batch (`relay.batch_rows` rows) within the producer's queue.
 pub const OUTBOX_EVENTS_PER_ROW: usize = 128;
 
-/// Bytes of events in one outbox row, at most (keys, ids, types and payloads, with the arrays'
-/// per-element headers), unless one event alone is larger: with the count, what bounds a
-/// relay batch's memory (`relay.batch_rows` rows). Rows of a full transaction stay well below
-/// it (about 62 events of 280 bytes).
+/// Bytes of events in one outbox row, at most (their frames, see [`outbox`]), unless one
+/// event alone is larger: with the count, what bounds a relay batch's memory
+/// (`relay.batch_rows` rows).
 pub const OUTBOX_ROW_BYTES: usize = 65_536;
 
 /// The outbox lane of an aggregate key: FNV-1a over its bytes, stable across processes and

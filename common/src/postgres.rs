@@ -188,6 +188,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "ledger_checked_per_statement",
         sql: include_str!("../../migrations/V0005__ledger_checked_per_statement.sql"),
     },
+    Migration {
+        version: 6,
+        name: "outbox_framed_events",
+        sql: include_str!("../../migrations/V0006__outbox_framed_events.sql"),
+    },
 ];
 
 /// A digest of the migrations, used to name migrated test templates.

@@ -8,6 +8,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Statement};
 use uuid::Uuid;
 
+use paystream_common::outbox::{frame_len, push_frame};
 use paystream_common::{outbox_lane, OUTBOX_EVENTS_PER_ROW, OUTBOX_ROW_BYTES};
 use paystream_schemas::{encode, DeadLetter, EventType, PaymentEvent};
 
@@ -29,23 +30,13 @@ pub fn event_id(event_type: EventType, subject: &str) -> Uuid {
 /// caller on its own connection (the processor caches it per pooled connection).
 pub const INSERT: &str = include_str!("../sql/outbox_insert.sql");
 
-/// One outbox row: events of one lane and topic, in the order they happened.
+/// One outbox row: events of one lane and topic, in the order they happened, framed.
 #[derive(Debug)]
 struct Row {
     lane: i16,
     topic: String,
-    keys: Vec<String>,
-    event_ids: Vec<Uuid>,
-    event_types: Vec<&'static str>,
-    payloads: Vec<Vec<u8>>,
-    /// What the events take in the row (see `event_bytes`).
-    bytes: usize,
-}
-
-/// The room an event takes in an outbox row: its values and the 4-byte length header of each
-/// of its three variable-length array elements.
-fn event_bytes(key: &str, event_type: &str, payload: &[u8]) -> usize {
-    key.len() + 16 + event_type.len() + payload.len() + 12
+    events: usize,
+    frames: Vec<u8>,
 }
 
 /// The outbox rows of one transaction: its events grouped by lane and topic (rows of up to
@@ -64,23 +55,24 @@ pub struct OutboxRows {
 impl OutboxRows {
     /// Adds a payment fact keyed by its aggregate.
     pub fn push_event(&mut self, topic: &str, event: &PaymentEvent) -> Result<(), ApplyError> {
-        let key = event.aggregate_id.hyphenated().to_string();
-        self.push(topic, key, event.event_id, event.event_type.as_str(), encode(event)?);
+        let mut key = Uuid::encode_buffer();
+        let key = event.aggregate_id.hyphenated().encode_lower(&mut key);
+        self.push(topic, key, event.event_id, event.event_type.as_str(), &encode(event)?);
         Ok(())
     }
 
     /// Adds a dead letter keyed by its source position.
     pub fn push_dead_letter(&mut self, topic: &str, dead: &DeadLetter) -> Result<(), ApplyError> {
         let key = format!("{}/{}/{}", dead.source_topic, dead.source_partition, dead.source_offset);
-        self.push(topic, key, dead.event_id, "DeadLetter", encode(dead)?);
+        self.push(topic, &key, dead.event_id, "DeadLetter", &encode(dead)?);
         Ok(())
     }
 
     /// Adds an encoded event. Its row is the open row of its lane and topic, or a new one
     /// after it: a lane's rows are inserted in the order they were opened, so its events keep
     /// their order across rows too.
-    pub fn push(&mut self, topic: &str, key: String, event_id: Uuid, event_type: &'static str, payload: Vec<u8>) {
-        let lane = outbox_lane(&key);
+    pub fn push(&mut self, topic: &str, key: &str, event_id: Uuid, event_type: &str, payload: &[u8]) {
+        let lane = outbox_lane(key);
         let topic_index = match self.topics.iter().position(|t| t == topic) {
             Some(index) => index,
             None => {
@@ -88,30 +80,19 @@ impl OutboxRows {
                 self.topics.len() - 1
             }
         };
-        let bytes = event_bytes(&key, event_type, &payload);
-        let fits = |row: &Row| row.keys.len() < OUTBOX_EVENTS_PER_ROW && row.bytes + bytes <= OUTBOX_ROW_BYTES;
+        let bytes = frame_len(key, event_type, payload);
+        let fits = |row: &Row| row.events < OUTBOX_EVENTS_PER_ROW && row.frames.len() + bytes <= OUTBOX_ROW_BYTES;
         let index = match self.open.get(&(lane, topic_index)) {
             Some(&index) if fits(&self.rows[index]) => index,
             _ => {
-                self.rows.push(Row {
-                    lane,
-                    topic: topic.to_owned(),
-                    keys: Vec::new(),
-                    event_ids: Vec::new(),
-                    event_types: Vec::new(),
-                    payloads: Vec::new(),
-                    bytes: 0,
-                });
+                self.rows.push(Row { lane, topic: topic.to_owned(), events: 0, frames: Vec::new() });
                 self.open.insert((lane, topic_index), self.rows.len() - 1);
                 self.rows.len() - 1
             }
         };
         let row = &mut self.rows[index];
-        row.keys.push(key);
-        row.event_ids.push(event_id);
-        row.event_types.push(event_type);
-        row.payloads.push(payload);
-        row.bytes += bytes;
+        push_frame(&mut row.frames, key, &event_id, event_type, payload);
+        row.events += 1;
         self.events += 1;
     }
 
@@ -135,22 +116,12 @@ impl OutboxRows {
     /// which is the order of their ids.
     pub async fn insert<C: GenericClient>(&self, client: &C, insert: &Statement) -> Result<(), tokio_postgres::Error> {
         // At most OUTBOX_EVENTS_PER_ROW events a row: the count fits.
-        let counts: Vec<i16> = self.rows.iter().map(|r| r.keys.len() as i16).collect();
-        let params: Vec<[&(dyn ToSql + Sync); 7]> = self
+        let counts: Vec<i16> = self.rows.iter().map(|r| r.events as i16).collect();
+        let params: Vec<[&(dyn ToSql + Sync); 4]> = self
             .rows
             .iter()
             .zip(&counts)
-            .map(|(r, count)| {
-                [
-                    &r.lane as _,
-                    &r.topic as _,
-                    count as _,
-                    &r.keys as _,
-                    &r.event_ids as _,
-                    &r.event_types as _,
-                    &r.payloads as _,
-                ]
-            })
+            .map(|(r, count)| [&r.lane as _, &r.topic as _, count as _, &r.frames as _])
             .collect();
         futures::future::try_join_all(params.iter().map(|p| client.execute(insert, p))).await?;
         Ok(())
@@ -162,7 +133,7 @@ mod tests {
     use super::*;
 
     fn push(rows: &mut OutboxRows, key: &str, payload_len: usize) {
-        rows.push("t", key.to_owned(), Uuid::new_v4(), "PaymentApplied", vec![0; payload_len]);
+        rows.push("t", key, Uuid::new_v4(), "PaymentApplied", &vec![0; payload_len]);
     }
 
     /// A lane's events fill rows up to the count and byte bounds, in order; each lane and
@@ -173,22 +144,22 @@ mod tests {
         for _ in 0..300 {
             push(&mut rows, "a", 10);
         }
-        let sizes: Vec<usize> = rows.rows.iter().map(|r| r.keys.len()).collect();
+        let sizes: Vec<usize> = rows.rows.iter().map(|r| r.events).collect();
         assert_eq!(sizes, [128, 128, 44]);
 
         let mut rows = OutboxRows::default();
         for _ in 0..130 {
             push(&mut rows, "a", 1_000);
         }
-        let sizes: Vec<usize> = rows.rows.iter().map(|r| r.keys.len()).collect();
+        let sizes: Vec<usize> = rows.rows.iter().map(|r| r.events).collect();
         assert_eq!(sizes, [62, 62, 6], "1,043 bytes an event, at most 65,536 a row");
-        assert!(rows.rows.iter().all(|r| r.bytes <= OUTBOX_ROW_BYTES));
+        assert!(rows.rows.iter().all(|r| r.frames.len() <= OUTBOX_ROW_BYTES));
 
         let mut rows = OutboxRows::default();
         push(&mut rows, "a", 10);
         push(&mut rows, "a", 70_000);
         push(&mut rows, "a", 10);
-        let sizes: Vec<usize> = rows.rows.iter().map(|r| r.keys.len()).collect();
+        let sizes: Vec<usize> = rows.rows.iter().map(|r| r.events).collect();
         assert_eq!(sizes, [1, 1, 1], "the oversized event alone, and the next event after it");
 
         let (a, b) = ("3f1c1b7e-4c53-4a8e-9d5e-1f0a2b3c4d5e", "3f1c1b7e-4c53-4a8e-9d5e-1f0a2b3c4d5f");
@@ -197,9 +168,8 @@ mod tests {
         push(&mut rows, a, 10);
         push(&mut rows, b, 10);
         push(&mut rows, a, 10);
-        rows.push("other", a.to_owned(), Uuid::new_v4(), "DeadLetter", vec![1]);
-        let shape: Vec<(i16, &str, usize)> =
-            rows.rows.iter().map(|r| (r.lane, r.topic.as_str(), r.keys.len())).collect();
+        rows.push("other", a, Uuid::new_v4(), "DeadLetter", &[1]);
+        let shape: Vec<(i16, &str, usize)> = rows.rows.iter().map(|r| (r.lane, r.topic.as_str(), r.events)).collect();
         assert_eq!(shape, [(outbox_lane(a), "t", 2), (outbox_lane(b), "t", 1), (outbox_lane(a), "other", 1)]);
         assert_eq!((rows.len(), rows.rows()), (4, 3));
     }

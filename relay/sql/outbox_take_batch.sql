@@ -25,4 +25,4 @@ WHERE ctid = ANY (ARRAY(
     ORDER BY id
     LIMIT $2
 ))
-RETURNING id, topic, keys, event_ids, event_types, payloads, created_at
+RETURNING id, topic, events, frames, created_at

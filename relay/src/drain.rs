@@ -7,9 +7,10 @@ use rdkafka::message::{Header, OwnedHeaders};
 use uuid::Uuid;
 
 use paystream_common::config::Config;
+use paystream_common::outbox::{Frame, Frames};
 use paystream_common::postgres::{self, classify, Disposition, PostgresError};
 use paystream_common::telemetry::Readiness;
-use paystream_common::{Shutdown, OUTBOX_LANES};
+use paystream_common::{Shutdown, OUTBOX_EVENTS_PER_ROW, OUTBOX_LANES};
 
 use crate::producer::{Producer, Record, Undelivered};
 use crate::telemetry;
@@ -43,7 +44,7 @@ impl RelayError {
 }
 
 /// One outbox row as taken: up to `OUTBOX_EVENTS_PER_ROW` events of one lane and topic,
-/// borrowed from the database's answer when produced.
+/// framed, borrowed from the database's answer when produced.
 struct Row {
     id: i64,
     row: tokio_postgres::Row,
@@ -55,7 +56,7 @@ impl From<tokio_postgres::Row> for Row {
         Self {
             id: row.get(0),
             created_ms: row
-                .get::<_, SystemTime>(6)
+                .get::<_, SystemTime>(4)
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
             row,
@@ -63,71 +64,57 @@ impl From<tokio_postgres::Row> for Row {
     }
 }
 
-/// The events of a row, in order, as (key, event id, event type, payload).
+/// The events of a batch, in order (rows in id order, each row's frames in order), read in
+/// place from the rows, each with its row's topic and commit time.
 struct Events<'a> {
-    topic: &'a str,
-    keys: Vec<&'a str>,
-    event_ids: Vec<Uuid>,
-    event_types: Vec<&'a str>,
-    payloads: Vec<&'a [u8]>,
+    events: Vec<(&'a str, i64, Frame<'a>)>,
 }
 
 impl<'a> Events<'a> {
-    /// Reads the row's arrays. The table's check keeps them of one length; were they not, the
-    /// row is refused whole (the batch is not sent and stays), never published in part.
-    fn of(row: &'a Row) -> Result<Self, Undelivered> {
-        let unreadable = |error: tokio_postgres::Error| {
-            Undelivered::new(format_args!("outbox row {} unreadable, nothing sent: {error}", row.id), "none")
-        };
-        let events = Self {
-            topic: row.row.try_get(1).map_err(unreadable)?,
-            keys: row.row.try_get(2).map_err(unreadable)?,
-            event_ids: row.row.try_get(3).map_err(unreadable)?,
-            event_types: row.row.try_get(4).map_err(unreadable)?,
-            payloads: row.row.try_get(5).map_err(unreadable)?,
-        };
-        let n = events.keys.len();
-        if [events.event_ids.len(), events.event_types.len(), events.payloads.len()].iter().any(|&len| len != n) {
-            return Err(Undelivered::new(
-                format_args!("outbox row {}: arrays of unequal length, nothing sent", row.id),
-                "none",
-            ));
+    /// Reads every row's frames before anything is sent: a row whose frames are broken or
+    /// do not add up to its `events` count is refused, and with it the batch (it is not sent
+    /// and stays), never published in part.
+    fn of(rows: &'a [Row]) -> Result<Self, Undelivered> {
+        let mut events = Vec::with_capacity(rows.len() * OUTBOX_EVENTS_PER_ROW);
+        for row in rows {
+            let refused = |why: &dyn std::fmt::Display| {
+                Undelivered::new(format_args!("outbox row {} unreadable, nothing sent: {why}", row.id), "none")
+            };
+            let topic: &str = row.row.try_get(1).map_err(|e| refused(&e))?;
+            let count: i16 = row.row.try_get(2).map_err(|e| refused(&e))?;
+            let frames: &[u8] = row.row.try_get(3).map_err(|e| refused(&e))?;
+            let before = events.len();
+            for frame in Frames::new(frames) {
+                events.push((topic, row.created_ms, frame.map_err(|e| refused(&e))?));
+            }
+            let read = events.len() - before;
+            if i16::try_from(read).ok() != Some(count) {
+                return Err(refused(&format_args!("{read} frames where the row counts {count}")));
+            }
         }
-        Ok(events)
+        Ok(Self { events })
     }
 }
 
-/// The records of a batch's rows, row by row, each row's in array order. A named iterator
-/// rather than a chain of closures: the producer holds it across its waits for queue room,
-/// and the compiler proves a named type `Send` where it cannot prove it for the closures.
+/// The records of a batch's events. A named iterator rather than a chain of closures: the
+/// producer holds it across its waits for queue room, and the compiler proves a named type
+/// `Send` where it cannot prove it for the closures.
 struct BatchRecords<'a> {
-    rows: &'a [Row],
-    events: &'a [Events<'a>],
-    row: usize,
-    event: usize,
+    events: std::slice::Iter<'a, (&'a str, i64, Frame<'a>)>,
 }
 
 impl<'a> Iterator for BatchRecords<'a> {
     type Item = Record<'a>;
 
     fn next(&mut self) -> Option<Record<'a>> {
-        loop {
-            let (row, events) = (self.rows.get(self.row)?, self.events.get(self.row)?);
-            let i = self.event;
-            if let (Some(key), Some(event_id), Some(event_type), Some(payload)) =
-                (events.keys.get(i), events.event_ids.get(i), events.event_types.get(i), events.payloads.get(i))
-            {
-                self.event += 1;
-                return Some(Record {
-                    topic: events.topic,
-                    key: key.as_bytes(),
-                    payload,
-                    headers: event_headers(event_id, event_type, payload),
-                    timestamp: Some(row.created_ms),
-                });
-            }
-            (self.row, self.event) = (self.row + 1, 0);
-        }
+        let (topic, created_ms, frame) = self.events.next()?;
+        Some(Record {
+            topic,
+            key: frame.key.as_bytes(),
+            payload: frame.payload,
+            headers: event_headers(&frame.event_id, frame.event_type, frame.payload),
+            timestamp: Some(*created_ms),
+        })
     }
 }
 
@@ -293,8 +280,8 @@ pub fn event_headers(event_id: &Uuid, event_type: &str, payload: &[u8]) -> Owned
 /// Produces every event of `rows` and waits for every delivery report. Returns the events
 /// and the largest delay from a fact's commit to its ack.
 async fn publish(producer: &Producer, rows: &[Row]) -> Result<(usize, Duration), Undelivered> {
-    let events = rows.iter().map(Events::of).collect::<Result<Vec<_>, _>>()?;
-    let records = BatchRecords { rows, events: &events, row: 0, event: 0 };
+    let events = Events::of(rows)?;
+    let records = BatchRecords { events: events.events.iter() };
     let published = producer.send_all(records).await?;
     let acked_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     let oldest = rows.iter().map(|r| r.created_ms).min().unwrap_or(acked_ms);

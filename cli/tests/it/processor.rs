@@ -125,7 +125,7 @@ async fn assert_exact(db: &tokio_postgres::Client, load: &Load) {
         "one dead letter per poison message"
     );
     assert_eq!(
-        count(db, "SELECT count(*) FROM paystream.outbox, unnest(event_types) t WHERE t = 'PaymentApplied'").await,
+        count(db, "SELECT count(*) FROM paystream.outbox o, paystream.outbox_events(o.frames) e WHERE e.event_type = 'PaymentApplied'").await,
         load.distinct,
         "one PaymentApplied fact per payment"
     );
