@@ -114,7 +114,7 @@ impl ConsumerContext for GroupContext {
         let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                telemetry::rebalance("assign", tpl.count());
+                telemetry::rebalance("assign", &partitions_of(tpl));
                 if self.seek_on_assign {
                     self.seek_to_stored(tpl);
                 }
@@ -131,7 +131,7 @@ impl ConsumerContext for GroupContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                telemetry::rebalance("revoke", tpl.count());
+                telemetry::rebalance("revoke", &partitions_of(tpl));
                 {
                     let mut live = self.live.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                     for e in tpl.elements() {
@@ -159,6 +159,11 @@ impl ConsumerContext for GroupContext {
             tracing::warn!(%error, "applying the rebalance failed");
         }
     }
+}
+
+/// The partition numbers of a rebalance's list, for the log.
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<i32> {
+    tpl.elements().iter().map(|e| e.partition()).collect()
 }
 
 type GroupConsumer = StreamConsumer<GroupContext>;
@@ -200,6 +205,12 @@ pub async fn consume(config: &Config, pool: Pool, shutdown: Shutdown) -> Result<
         };
         tasks.spawn(committer.run());
     }
+    // Only the committers hold the queue's receiving end: once the last of them stopped, a
+    // batch still queued is dropped with it and its worker learns that nothing will commit
+    // it. Held here as well, a batch handed over just as the committers stopped waited for
+    // its outcome forever, and so did the shutdown (measured: one stop in a few hung until
+    // it was killed, keeping its partitions from the rest of the group).
+    drop(pending);
     let result = loop {
         tokio::select! {
             _ = fatal.cancelled() => break Ok(()),
@@ -414,7 +425,9 @@ impl Worker {
                 Ok(false) => return Ok(()), // shutting down: the batch stays uncommitted
                 Err(error) => {
                     tracing::debug!(partition = self.source.partition, %error, "shared transaction failed; applying the batch alone");
-                    self.apply_with_retry(&messages).await?;
+                    if !self.apply_with_retry(&messages).await? {
+                        return Ok(()); // shutting down: the batch stays uncommitted
+                    }
                 }
             }
             if let Some(last) = messages.last() {
@@ -440,7 +453,11 @@ impl Worker {
         }
     }
 
-    async fn apply_with_retry(&self, batch: &[Message]) -> Result<(), ProcessorError> {
+    /// Applies `batch` alone, retrying what may pass later and dead-lettering what never
+    /// will: `Ok(true)` once every message took effect (applied or dead-lettered),
+    /// `Ok(false)` when the processor stopped first. Then nothing after the unapplied message
+    /// may be applied or its offset stored: the partition's position would pass it by.
+    async fn apply_with_retry(&self, batch: &[Message]) -> Result<bool, ProcessorError> {
         let started = Instant::now();
         let mut attempt: u32 = 0;
         loop {
@@ -463,7 +480,7 @@ impl Worker {
                         elapsed: started.elapsed(),
                     }
                     .emit();
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(error) => error,
             };
@@ -490,7 +507,7 @@ impl Worker {
                     let backoff =
                         Duration::from_millis(50u64.saturating_mul(1 << attempt.min(10))).min(self.backoff_max);
                     tokio::select! {
-                        _ = self.stop.cancelled() => return Ok(()),
+                        _ = self.stop.cancelled() => return Ok(false),
                         _ = tokio::time::sleep(backoff) => {}
                     }
                 }
@@ -499,19 +516,21 @@ impl Worker {
     }
 
     /// Applies a failing batch one message at a time so that only the guilty are dead-lettered.
-    async fn isolate(&self, batch: &[Message]) -> Result<(), ProcessorError> {
+    async fn isolate(&self, batch: &[Message]) -> Result<bool, ProcessorError> {
         tracing::warn!(
             partition = self.source.partition,
             size = batch.len(),
             "batch failed; applying its messages one by one"
         );
         for m in batch {
-            Box::pin(self.apply_with_retry(std::slice::from_ref(m))).await?;
+            if !Box::pin(self.apply_with_retry(std::slice::from_ref(m))).await? {
+                return Ok(false);
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
-    async fn dead_letter(&self, message: &Message, reason: String) -> Result<(), ProcessorError> {
+    async fn dead_letter(&self, message: &Message, reason: String) -> Result<bool, ProcessorError> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -525,11 +544,15 @@ impl Worker {
             match result {
                 Ok(()) => {
                     metrics::counter!("paystream_processor_messages_total", "outcome" => "dead_lettered").increment(1);
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(error) if error.disposition() == Disposition::Retry && attempt < 1000 => {
                     telemetry::BatchRetried { partition: self.source.partition, error: &error, attempt }.emit();
-                    tokio::time::sleep(self.backoff_max.min(Duration::from_millis(100 * u64::from(attempt)))).await;
+                    let backoff = self.backoff_max.min(Duration::from_millis(100 * u64::from(attempt)));
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return Ok(false),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
                 }
                 Err(error) => {
                     tracing::error!(partition = self.source.partition, offset = message.offset, %error, "cannot even dead-letter a message; stopping");

@@ -65,8 +65,10 @@ impl BatchRetried<'_> {
 }
 
 /// The group rebalanced.
-pub fn rebalance(kind: &'static str, partitions: usize) {
-    tracing::info!(kind, partitions, "consumer group rebalance");
+pub fn rebalance(kind: &'static str, partitions: &[i32]) {
+    // The partitions themselves, not only their count: which member held what, and when, is
+    // what an operator reads back after a stalled or doubled partition.
+    tracing::info!(kind, count = partitions.len(), ?partitions, "consumer group rebalance");
     metrics::counter!("paystream_processor_rebalances_total", "kind" => kind).increment(1);
 }
 
