@@ -48,9 +48,18 @@ fn payment_of_one(webhook_id: String, payment_id: String, installment: Uuid) -> 
 
 /// Fills the inbound topic with `n` distinct payments of 1.00 over the seeded installments,
 /// a redelivery of every 7th, and a poison message every 500th.
+///
+/// One record per batch: the local broker (tansu 0.6.0) answers a fetch that starts inside a
+/// record batch with nothing, forever, where Kafka returns the batch that holds the offset. A
+/// member taking over a partition starts at the stored position, which is anywhere in a batch,
+/// and would never receive the rest. Records of their own batch make every offset a batch's
+/// start, so these tests see the group protocol and not that defect.
 async fn fill(config: &Config, db: &tokio_postgres::Client, n: i64) -> Load {
     let installments = seeded_installments(db).await;
-    let producer: FutureProducer = paystream_common::kafka::producer_config(&config.kafka, "fill").create().unwrap();
+    let producer: FutureProducer = paystream_common::kafka::producer_config(&config.kafka, "fill")
+        .set("batch.num.messages", "1")
+        .create()
+        .unwrap();
     let mut sends = Vec::new();
     let mut poison = 0;
     for i in 0..n {
@@ -176,12 +185,10 @@ async fn kill_9_mid_load_loses_and_doubles_nothing() {
 
 /// Two members in one group, a third joining and two leaving while the load runs
 /// (cooperative-sticky rebalances): nothing lost, nothing doubled. The members leave with
-/// SIGTERM: the local broker's group coordinator does not reassign a member that was SIGKILLed
-/// while others stay (the survivor is revoked and never reassigned); SIGKILL is covered by
-/// `kill_9_mid_load_loses_and_doubles_nothing`, one member at a time.
+/// SIGTERM and must stop promptly: a member that hangs in its shutdown keeps its partitions
+/// from the others. (The local broker does not expire a SIGKILLed member while others stay;
+/// SIGKILL is covered by `kill_9_mid_load_loses_and_doubles_nothing`, one member at a time.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "the local broker's group coordinator loses assignments when several members come and go \
-            (a survivor is revoked and never reassigned); run with --run-ignored against Apache Kafka"]
 async fn members_joining_and_leaving_under_load_lose_and_double_nothing() {
     let (config, db) = setup().await;
     let load = fill(&config, &db, 6000).await;
