@@ -64,43 +64,40 @@ impl From<tokio_postgres::Row> for Row {
     }
 }
 
-/// The events of a batch, in order (rows in id order, each row's frames in order), read in
-/// place from the rows, each with its row's topic and commit time.
-struct Events<'a> {
-    events: Vec<(&'a str, i64, Frame<'a>)>,
-}
+/// One event of a batch, read in place from its row: the row's topic, its commit time, and
+/// the frame.
+type Event<'a> = (&'a str, i64, Frame<'a>);
 
-impl<'a> Events<'a> {
-    /// Reads every row's frames before anything is sent: a row whose frames are broken or
-    /// do not add up to its `events` count is refused, and with it the batch (it is not sent
-    /// and stays), never published in part.
-    fn of(rows: &'a [Row]) -> Result<Self, Undelivered> {
-        let mut events = Vec::with_capacity(rows.len() * OUTBOX_EVENTS_PER_ROW);
-        for row in rows {
-            let refused = |why: &dyn std::fmt::Display| {
-                Undelivered::new(format_args!("outbox row {} unreadable, nothing sent: {why}", row.id), "none")
-            };
-            let topic: &str = row.row.try_get(1).map_err(|e| refused(&e))?;
-            let count: i16 = row.row.try_get(2).map_err(|e| refused(&e))?;
-            let frames: &[u8] = row.row.try_get(3).map_err(|e| refused(&e))?;
-            let before = events.len();
-            for frame in Frames::new(frames) {
-                events.push((topic, row.created_ms, frame.map_err(|e| refused(&e))?));
-            }
-            let read = events.len() - before;
-            if i16::try_from(read).ok() != Some(count) {
-                return Err(refused(&format_args!("{read} frames where the row counts {count}")));
-            }
+/// The events of a batch, in order (rows in id order, each row's frames in order). Every
+/// row's frames are read before anything is sent: a row whose frames are broken or do not add
+/// up to its `events` count is refused, and with it the batch (it is not sent and stays),
+/// never published in part.
+fn events_of(rows: &[Row]) -> Result<Vec<Event<'_>>, Undelivered> {
+    let mut events = Vec::with_capacity(rows.len() * OUTBOX_EVENTS_PER_ROW);
+    for row in rows {
+        let refused = |why: &dyn std::fmt::Display| {
+            Undelivered::new(format_args!("outbox row {} unreadable, nothing sent: {why}", row.id), "none")
+        };
+        let topic: &str = row.row.try_get(1).map_err(|e| refused(&e))?;
+        let count: i16 = row.row.try_get(2).map_err(|e| refused(&e))?;
+        let frames: &[u8] = row.row.try_get(3).map_err(|e| refused(&e))?;
+        let before = events.len();
+        for frame in Frames::new(frames) {
+            events.push((topic, row.created_ms, frame.map_err(|e| refused(&e))?));
         }
-        Ok(Self { events })
+        let read = events.len() - before;
+        if i16::try_from(read).ok() != Some(count) {
+            return Err(refused(&format_args!("{read} frames where the row counts {count}")));
+        }
     }
+    Ok(events)
 }
 
 /// The records of a batch's events. A named iterator rather than a chain of closures: the
 /// producer holds it across its waits for queue room, and the compiler proves a named type
 /// `Send` where it cannot prove it for the closures.
 struct BatchRecords<'a> {
-    events: std::slice::Iter<'a, (&'a str, i64, Frame<'a>)>,
+    events: std::slice::Iter<'a, Event<'a>>,
 }
 
 impl<'a> Iterator for BatchRecords<'a> {
@@ -280,8 +277,8 @@ pub fn event_headers(event_id: &Uuid, event_type: &str, payload: &[u8]) -> Owned
 /// Produces every event of `rows` and waits for every delivery report. Returns the events
 /// and the largest delay from a fact's commit to its ack.
 async fn publish(producer: &Producer, rows: &[Row]) -> Result<(usize, Duration), Undelivered> {
-    let events = Events::of(rows)?;
-    let records = BatchRecords { events: events.events.iter() };
+    let events = events_of(rows)?;
+    let records = BatchRecords { events: events.iter() };
     let published = producer.send_all(records).await?;
     let acked_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
     let oldest = rows.iter().map(|r| r.created_ms).min().unwrap_or(acked_ms);
