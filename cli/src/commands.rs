@@ -263,6 +263,12 @@ async fn loadgen(config: &Config, a: LoadgenArgs) -> anyhow::Result<ExitCode> {
             "  HTTP latency          p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
             l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
         );
+        if let Some(l) = &s.pacing_lag {
+            println!(
+                "  sent late by          p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms (the generator's own pacing, part of the HTTP latency)",
+                l.p50_ms, l.p99_ms, l.max_ms
+            );
+        }
         if let Some(l) = &s.e2e_latency {
             let events: Vec<String> = s.events.iter().map(|(k, v)| format!("{k}: {v}")).collect();
             println!("  events consumed       {}", events.join(", "));
@@ -352,7 +358,7 @@ async fn bench(
             single_messages: 3_000,
             uniform_installments: 10_000,
             relay_events: 20_000,
-            relay_latency_seconds: 5,
+            latency_seconds: 5,
             requests: 5_000,
             concurrency: 64,
             scaling_messages: 20_000,
@@ -364,7 +370,7 @@ async fn bench(
             single_messages: 10_000,
             uniform_installments: 100_000,
             relay_events: 300_000,
-            relay_latency_seconds: 10,
+            latency_seconds: 10,
             requests: 30_000,
             concurrency: 64,
             scaling_messages: 50_000,
