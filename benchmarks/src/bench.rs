@@ -827,7 +827,7 @@ pub async fn edge(
     // The whole pipeline as three processes, on topics of its own: the peak and latency runs
     // of ingest alone left hundreds of thousands of records on the edge's inbound topic, and
     // the local broker's reads slow down with the records a topic holds (draining them first,
-    // as runs before 2026-12-01 15:00 did, left the pipeline on a slowed topic).
+    // as runs before 2026-12-01 14:15 did, left the pipeline on a slowed topic).
     let config = unique(&config, "pipeline");
     paystream_common::kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await?;
     let services = Services::start(&config, &["ingest", "processor", "relay"]).await?;
