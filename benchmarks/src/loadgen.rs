@@ -290,16 +290,20 @@ pub async fn run(config: &Config, opts: Options) -> Result<Summary, LoadgenError
     // Refunds go last, so that nearly all of them find their payment applied (one that
     // overtakes its payment is a rejection, which is also what a provider can cause).
     schedule.extend(refunds);
-    let stats = Arc::new(Stats::default());
-    let http_hist = Arc::new(Mutex::new(new_histogram()));
-    let first_sent: Arc<Mutex<HashMap<usize, (Instant, bool)>>> =
-        Arc::new(Mutex::new(HashMap::with_capacity(planned.len())));
     let bar = if opts.progress { ProgressBar::new(schedule.len() as u64) } else { ProgressBar::hidden() };
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let requests = Arc::new(Requests { client, url, planned: planned.clone(), provider, stats, http_hist, first_sent });
+    let requests = Arc::new(Requests {
+        client,
+        url,
+        planned: planned.clone(),
+        provider,
+        stats: Stats::default(),
+        http_hist: Mutex::new(new_histogram()),
+        first_sent: Mutex::new(HashMap::with_capacity(planned.len())),
+    });
     let in_flight = u32::try_from(opts.concurrency.max(1)).unwrap_or(u32::MAX);
     let permits = Arc::new(Semaphore::new(in_flight as usize));
     let started = Instant::now();
@@ -380,10 +384,10 @@ struct Requests {
     url: String,
     planned: Arc<Vec<Planned>>,
     provider: ProviderConfig,
-    stats: Arc<Stats>,
-    http_hist: Arc<Mutex<Histogram<u64>>>,
+    stats: Stats,
+    http_hist: Mutex<Histogram<u64>>,
     /// By planned payment: when its first webhook was due, and whether a 202 accepted it.
-    first_sent: Arc<Mutex<HashMap<usize, (Instant, bool)>>>,
+    first_sent: Mutex<HashMap<usize, (Instant, bool)>>,
 }
 
 impl Requests {
