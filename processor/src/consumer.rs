@@ -380,7 +380,67 @@ struct Worker {
 }
 
 impl Worker {
+    /// Refuses a partition whose stored position lies beyond the end of its log. Positions
+    /// only advance over messages that were in the log, so a healthy log always reaches
+    /// them; one that ends before them was recreated or truncated, and the applying
+    /// transaction would skip its messages as applied. Checked once per assignment; when the
+    /// database or the broker cannot answer, the partition runs unchecked (a warning says so).
+    async fn check_position(&self) -> Result<(), ProcessorError> {
+        let source = &self.source;
+        let stored = async {
+            let client = self.pool.get().await.map_err(|e| e.to_string())?;
+            let stmt = client
+                .prepare_cached(include_str!("../sql/consumer_position_select.sql"))
+                .await
+                .map_err(|e| e.to_string())?;
+            let partitions = [source.partition];
+            let rows = client
+                .query(&stmt, &[&source.group, &source.topic, &&partitions[..]])
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(rows.first().map(|row| row.get::<_, i64>(1)))
+        };
+        let stored = match tokio::time::timeout(Duration::from_secs(5), stored).await {
+            Ok(Ok(Some(stored))) => stored,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(error)) => {
+                tracing::warn!(partition = source.partition, %error, "cannot read the stored position; not checked against the log");
+                return Ok(());
+            }
+            Err(_) => {
+                tracing::warn!(
+                    partition = source.partition,
+                    "reading the stored position timed out; not checked against the log"
+                );
+                return Ok(());
+            }
+        };
+        let (consumer, topic, partition) = (self.consumer.clone(), source.topic.clone(), source.partition);
+        let watermarks =
+            tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5)))
+                .await;
+        match watermarks {
+            Ok(Ok((_, end))) if stored > end => Err(ProcessorError::PositionBeyondLog {
+                group: source.group.clone(),
+                topic: source.topic.clone(),
+                partition,
+                stored,
+                end,
+            }),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => {
+                tracing::warn!(partition, %error, "cannot read the end of the log; stored position not checked");
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(partition, %error, "cannot read the end of the log; stored position not checked");
+                Ok(())
+            }
+        }
+    }
+
     async fn run(self, mut rx: mpsc::UnboundedReceiver<Queued>) -> Result<(), ProcessorError> {
+        self.check_position().await?;
         let mut batch: Vec<Message> = Vec::with_capacity(self.batch_max);
         // Released (room for more messages) once the batch committed or was abandoned.
         let mut permits: Vec<OwnedSemaphorePermit> = Vec::with_capacity(self.batch_max);

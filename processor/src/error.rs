@@ -46,6 +46,27 @@ pub enum ProcessorError {
     /// A partition worker panicked (a bug); the processor stops rather than strand the partition.
     #[error("a partition worker panicked: {0}")]
     WorkerPanicked(String),
+    /// A partition's stored position is beyond the end of its log: the topic was recreated
+    /// (or truncated) since this group applied it, and its new messages would be skipped as
+    /// already applied. Stopping is what keeps them.
+    #[error(
+        "partition {partition} of {topic}: this group's stored position {stored} is beyond the end of the log \
+         ({end}); the topic was recreated or truncated since the group applied it, and its messages would be \
+         skipped as applied. Nothing was skipped. Once the new log is known to be unapplied, remove the stale \
+         positions: DELETE FROM paystream.consumer_position WHERE consumer_group = '{group}' AND topic = '{topic}'"
+    )]
+    PositionBeyondLog {
+        /// Consumer group.
+        group: String,
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The stored next offset.
+        stored: i64,
+        /// The partition's high watermark.
+        end: i64,
+    },
     /// A batch failed in a way retrying cannot fix; an operator must look.
     #[error("fatal apply error on partition {partition}: {source}")]
     Fatal {

@@ -205,6 +205,19 @@ impl Service {
         let _ = self.0.wait();
     }
 
+    /// Waits up to `timeout` for the process to exit on its own; its status, or `None` if
+    /// it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// SIGTERM, then SIGKILL after 20 s.
     pub fn terminate(mut self) {
         let _ = std::process::Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();

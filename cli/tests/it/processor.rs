@@ -183,6 +183,42 @@ async fn kill_9_mid_load_loses_and_doubles_nothing() {
     assert_exact(&db, &load).await;
 }
 
+/// The topic recreated under the group: its positions in PostgreSQL lie beyond the end of the
+/// new log. The processor stops with an error naming the partition instead of skipping the
+/// new messages as already applied; once the stale positions are removed, a restart applies
+/// every message exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_position_beyond_the_log_stops_the_processor_instead_of_skipping() {
+    let (config, db) = setup().await;
+    let load = fill(&config, &db, 300).await;
+    for partition in 0..config.kafka.partitions {
+        db.execute(
+            "INSERT INTO paystream.consumer_position (consumer_group, topic, partition, next_offset) \
+             VALUES ($1, $2, $3, 1000000)",
+            &[&config.processor.group_id, &config.kafka.inbound_topic, &partition],
+        )
+        .await
+        .unwrap();
+    }
+    let mut member = Service::start("processor", &config);
+    let status = member.wait_exit(Duration::from_secs(60));
+    assert!(status.is_some_and(|s| !s.success()), "the processor stops with an error: {status:?}");
+    assert_eq!(count(&db, APPLIED).await, 0, "nothing applied, and nothing skipped as applied");
+    let stale = db
+        .execute(
+            "DELETE FROM paystream.consumer_position WHERE consumer_group = $1 AND topic = $2",
+            &[&config.processor.group_id, &config.kafka.inbound_topic],
+        )
+        .await
+        .unwrap();
+    assert_eq!(stale, u64::try_from(config.kafka.partitions).unwrap());
+    let member = Service::start("processor", &config);
+    assert_eq!(wait_for(&db, APPLIED, load.distinct, Duration::from_secs(120)).await, load.distinct);
+    wait_for(&db, "SELECT count(*) FROM paystream.dead_letters", load.poison, Duration::from_secs(30)).await;
+    member.terminate();
+    assert_exact(&db, &load).await;
+}
+
 /// Two members in one group, a third joining and two leaving while the load runs
 /// (cooperative-sticky rebalances): nothing lost, nothing doubled. The members leave with
 /// SIGTERM and must stop promptly: a member that hangs in its shutdown keeps its partitions
