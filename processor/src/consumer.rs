@@ -65,21 +65,13 @@ impl GroupContext {
         if partitions.is_empty() {
             return;
         }
-        let query = async {
-            let client = self.pool.get().await.map_err(|e| e.to_string())?;
-            let stmt = client
-                .prepare_cached(include_str!("../sql/consumer_position_select.sql"))
-                .await
-                .map_err(|e| e.to_string())?;
-            client.query(&stmt, &[&self.group, &self.topic, &partitions]).await.map_err(|e| e.to_string())
-        };
+        let query = stored_positions(&self.pool, &self.group, &self.topic, &partitions);
         let rows = tokio::task::block_in_place(|| {
             self.runtime.block_on(async { tokio::time::timeout(Duration::from_secs(5), query).await })
         });
         match rows {
             Ok(Ok(rows)) => {
-                for row in rows {
-                    let (partition, next): (i32, i64) = (row.get(0), row.get(1));
+                for (partition, next) in rows {
                     if let Err(error) = tpl.set_partition_offset(&self.topic, partition, Offset::Offset(next)) {
                         tracing::warn!(partition, %error, "cannot start at the stored position");
                     }
@@ -159,6 +151,20 @@ impl ConsumerContext for GroupContext {
             tracing::warn!(%error, "applying the rebalance failed");
         }
     }
+}
+
+/// The stored positions (next offsets) of `partitions`, by partition, where there are any.
+async fn stored_positions(
+    pool: &Pool,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<Vec<(i32, i64)>, String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let stmt =
+        client.prepare_cached(include_str!("../sql/consumer_position_select.sql")).await.map_err(|e| e.to_string())?;
+    let rows = client.query(&stmt, &[&group, &topic, &partitions]).await.map_err(|e| e.to_string())?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
 }
 
 /// The partition numbers of a rebalance's list, for the log.
@@ -387,22 +393,13 @@ impl Worker {
     /// database or the broker cannot answer, the partition runs unchecked (a warning says so).
     async fn check_position(&self) -> Result<(), ProcessorError> {
         let source = &self.source;
-        let stored = async {
-            let client = self.pool.get().await.map_err(|e| e.to_string())?;
-            let stmt = client
-                .prepare_cached(include_str!("../sql/consumer_position_select.sql"))
-                .await
-                .map_err(|e| e.to_string())?;
-            let partitions = [source.partition];
-            let rows = client
-                .query(&stmt, &[&source.group, &source.topic, &&partitions[..]])
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>(rows.first().map(|row| row.get::<_, i64>(1)))
-        };
+        let partition = [source.partition];
+        let stored = stored_positions(&self.pool, &source.group, &source.topic, &partition);
         let stored = match tokio::time::timeout(Duration::from_secs(5), stored).await {
-            Ok(Ok(Some(stored))) => stored,
-            Ok(Ok(None)) => return Ok(()),
+            Ok(Ok(rows)) => match rows.first() {
+                Some(&(_, stored)) => stored,
+                None => return Ok(()),
+            },
             Ok(Err(error)) => {
                 tracing::warn!(partition = source.partition, %error, "cannot read the stored position; not checked against the log");
                 return Ok(());
@@ -416,22 +413,20 @@ impl Worker {
             }
         };
         let (consumer, topic, partition) = (self.consumer.clone(), source.topic.clone(), source.partition);
-        let watermarks =
+        let end =
             tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5)))
-                .await;
-        match watermarks {
-            Ok(Ok((_, end))) if stored > end => Err(ProcessorError::PositionBeyondLog {
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|watermarks| watermarks.map(|(_, end)| end).map_err(|e| e.to_string()));
+        match end {
+            Ok(end) if stored > end => Err(ProcessorError::PositionBeyondLog {
                 group: source.group.clone(),
                 topic: source.topic.clone(),
                 partition,
                 stored,
                 end,
             }),
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => {
-                tracing::warn!(partition, %error, "cannot read the end of the log; stored position not checked");
-                Ok(())
-            }
+            Ok(_) => Ok(()),
             Err(error) => {
                 tracing::warn!(partition, %error, "cannot read the end of the log; stored position not checked");
                 Ok(())
