@@ -25,4 +25,4 @@ WHERE ctid = ANY (ARRAY(
     ORDER BY id
     LIMIT $2
 ))
-RETURNING id, topic, events, frames, created_at
+RETURNING id, topic, events, frames, created_at, lane

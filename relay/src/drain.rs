@@ -1,6 +1,6 @@
 //! Lane ownership and the drain loop.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::message::{Header, OwnedHeaders};
@@ -47,6 +47,7 @@ impl RelayError {
 /// framed, borrowed from the database's answer when produced.
 struct Row {
     id: i64,
+    lane: i16,
     row: tokio_postgres::Row,
     created_ms: i64,
 }
@@ -55,6 +56,7 @@ impl From<tokio_postgres::Row> for Row {
     fn from(row: tokio_postgres::Row) -> Self {
         Self {
             id: row.get(0),
+            lane: row.get(5),
             created_ms: row
                 .get::<_, SystemTime>(4)
                 .duration_since(UNIX_EPOCH)
@@ -68,16 +70,31 @@ impl From<tokio_postgres::Row> for Row {
 /// the frame.
 type Event<'a> = (&'a str, i64, Frame<'a>);
 
+/// Why a batch was not published. Either way nothing of the transaction is deleted.
+#[derive(Debug, thiserror::Error)]
+enum Unpublished {
+    /// A row cannot be read (only a row written by hand can be: the processor frames every
+    /// row it writes). Its lane is held back; the other lanes go on.
+    #[error("outbox row {id} of lane {lane} unreadable, nothing of its batch sent: {why}")]
+    Unreadable { id: i64, lane: i16, why: String },
+    /// The broker did not acknowledge a record.
+    #[error(transparent)]
+    Undelivered(#[from] Undelivered),
+}
+
+/// How long a lane with an unreadable row is left alone before it is tried again (an
+/// operator repairing or removing the row is then picked up).
+const UNREADABLE_LANE_HOLD: Duration = Duration::from_secs(5);
+
 /// The events of a batch, in order (rows in id order, each row's frames in order). Every
 /// row's frames are read before anything is sent: a row whose frames are broken or do not add
 /// up to its `events` count is refused, and with it the batch (it is not sent and stays),
 /// never published in part.
-fn events_of(rows: &[Row]) -> Result<Vec<Event<'_>>, Undelivered> {
+fn events_of(rows: &[Row]) -> Result<Vec<Event<'_>>, Unpublished> {
     let mut events = Vec::with_capacity(rows.len() * OUTBOX_EVENTS_PER_ROW);
     for row in rows {
-        let refused = |why: &dyn std::fmt::Display| {
-            Undelivered::new(format_args!("outbox row {} unreadable, nothing sent: {why}", row.id), "none")
-        };
+        let refused =
+            |why: &dyn std::fmt::Display| Unpublished::Unreadable { id: row.id, lane: row.lane, why: why.to_string() };
         let topic: &str = row.row.try_get(1).map_err(|e| refused(&e))?;
         let count: i16 = row.row.try_get(2).map_err(|e| refused(&e))?;
         let frames: &[u8] = row.row.try_get(3).map_err(|e| refused(&e))?;
@@ -140,6 +157,8 @@ pub async fn drain(
     let claim_every = Duration::from_millis(config.relay.lane_claim_interval_ms);
 
     let mut owned: BTreeSet<i16> = BTreeSet::new();
+    // Lanes with an unreadable row, and when to try each again.
+    let mut held: BTreeMap<i16, Instant> = BTreeMap::new();
     let mut next_claim = Instant::now();
     let mut next_backlog = Instant::now();
     while !shutdown.is_cancelled() {
@@ -180,7 +199,8 @@ pub async fn drain(
             telemetry::backlog(row.get(0), row.get(1));
             next_backlog = Instant::now() + Duration::from_secs(5);
         }
-        let lanes: Vec<i16> = owned.iter().copied().collect();
+        held.retain(|lane, until| owned.contains(lane) && Instant::now() < *until);
+        let lanes: Vec<i16> = owned.iter().copied().filter(|lane| !held.contains_key(lane)).collect();
         let mut last_full = false;
         if !lanes.is_empty() {
             let tx = client.transaction().await?;
@@ -229,6 +249,14 @@ pub async fn drain(
             }
             match failed {
                 None => tx.commit().await?,
+                Some(error @ Unpublished::Unreadable { lane, .. }) => {
+                    // Held back alone: the lane's later rows wait behind the unreadable one,
+                    // which keeps its aggregates in order, and the other lanes go on at once.
+                    tx.rollback().await?;
+                    telemetry::lane_held(lane, &error);
+                    held.insert(lane, Instant::now() + UNREADABLE_LANE_HOLD);
+                    continue;
+                }
                 Some(error) => {
                     tx.rollback().await?;
                     telemetry::batch_failed(&error);
@@ -276,7 +304,7 @@ pub fn event_headers(event_id: &Uuid, event_type: &str, payload: &[u8]) -> Owned
 
 /// Produces every event of `rows` and waits for every delivery report. Returns the events
 /// and the largest delay from a fact's commit to its ack.
-async fn publish(producer: &Producer, rows: &[Row]) -> Result<(usize, Duration), Undelivered> {
+async fn publish(producer: &Producer, rows: &[Row]) -> Result<(usize, Duration), Unpublished> {
     let events = events_of(rows)?;
     let records = BatchRecords { events: events.iter() };
     let published = producer.send_all(records).await?;

@@ -35,6 +35,12 @@ pub fn batch_failed(error: &dyn std::fmt::Display) {
     metrics::counter!("paystream_relay_batch_failures_total").increment(1);
 }
 
+/// A lane held back for an unreadable row; its other rows wait, the other lanes go on.
+pub fn lane_held(lane: i16, error: &dyn std::fmt::Display) {
+    tracing::error!(lane, %error, "outbox lane held back; repair or remove the row (paystream.outbox_events(frames) reads it)");
+    metrics::counter!("paystream_relay_unreadable_rows_total").increment(1);
+}
+
 /// Lanes a worker of this relay owns (`worker` is bounded by `relay.workers`).
 pub fn lanes_owned(worker: usize, n: usize) {
     metrics::gauge!("paystream_relay_lanes_owned", "worker" => worker.to_string()).set(n as f64);

@@ -277,35 +277,47 @@ async fn waiting_rows_survive_the_framing_migration() {
 }
 
 /// A row whose frames do not add up to its count (only a hand-written row can be so) is
-/// refused whole: nothing of it reaches the topic and it stays in the outbox. Once an operator
-/// repairs it, the relay publishes it.
+/// refused whole: nothing of it reaches the topic and it stays in the outbox, its lane held
+/// back while the other lanes are published. Once an operator repairs it, the relay
+/// publishes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_row_is_kept_not_published_in_part() {
     use paystream_common::outbox::push_frame;
-    let config = relay_config(paystream_common::testing::isolated_config().await);
+    let mut config = relay_config(paystream_common::testing::isolated_config().await);
+    // One worker owns every lane: the good lane goes on beside the held one in one drain loop.
+    config.relay.workers = 1;
     let outbox = Outbox::new(config.clone(), 1).await;
     let topic = &config.kafka.events_topic;
     let mut frames = Vec::new();
     for i in 0..2u8 {
         push_frame(&mut frames, "agg", &Uuid::new_v4(), "PaymentApplied", &[i; 40]);
     }
-    // Counted three, framed two: the table's check lets it in (its size is plausible).
+    let mut other = Vec::new();
+    push_frame(&mut other, "other", &Uuid::new_v4(), "PaymentApplied", &[9; 40]);
+    // Counted three, framed two: the table's check lets it in (its size is plausible). A
+    // well-formed row of another lane is committed after it.
     outbox
         .db
         .execute("INSERT INTO paystream.outbox (lane, topic, events, frames) VALUES (0, $1, 3, $2)", &[topic, &frames])
+        .await
+        .unwrap();
+    outbox
+        .db
+        .execute("INSERT INTO paystream.outbox (lane, topic, events, frames) VALUES (1, $1, 1, $2)", &[topic, &other])
         .await
         .unwrap();
     let (shutdown, task) = relay_in_process(&config).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let reader = crate::harness::Pipeline::reader(config.clone());
     let early = reader.read_topic(topic, Duration::from_secs(3), |_| false).await;
-    assert!(early.is_empty(), "nothing of a refused row is published ({} records)", early.len());
+    let early: Vec<Vec<u8>> = early.iter().map(|r| r.payload.clone()).collect();
+    assert_eq!(early, [vec![9u8; 40]], "the other lane is published, nothing of the refused row");
     let pending: i64 = outbox.db.query_one("SELECT pending FROM paystream.outbox_backlog", &[]).await.unwrap().get(0);
     assert_eq!(pending, 3, "the row stays");
 
     outbox.db.execute("UPDATE paystream.outbox SET events = 2", &[]).await.unwrap();
-    let records = reader.read_topic(topic, Duration::from_secs(30), |r| r.len() >= 2).await;
-    let payloads: Vec<Vec<u8>> = records.iter().map(|r| r.payload.clone()).collect();
+    let records = reader.read_topic(topic, Duration::from_secs(30), |r| r.len() >= 3).await;
+    let payloads: Vec<Vec<u8>> = records.iter().map(|r| r.payload.clone()).filter(|p| p[0] != 9).collect();
     assert_eq!(payloads, [vec![0u8; 40], vec![1u8; 40]], "published whole and in order once repaired");
     shutdown.cancel();
     let _ = task.await;
