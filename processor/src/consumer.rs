@@ -393,8 +393,8 @@ impl Worker {
     /// database or the broker cannot answer, the partition runs unchecked (a warning says so).
     async fn check_position(&self) -> Result<(), ProcessorError> {
         let source = &self.source;
-        let partition = [source.partition];
-        let stored = stored_positions(&self.pool, &source.group, &source.topic, &partition);
+        let stored =
+            stored_positions(&self.pool, &source.group, &source.topic, std::slice::from_ref(&source.partition));
         let stored = match tokio::time::timeout(Duration::from_secs(5), stored).await {
             Ok(Ok(rows)) => match rows.first() {
                 Some(&(_, stored)) => stored,
