@@ -714,8 +714,17 @@ pub struct EdgeResult {
     pub ingest_latency_at_peak: Latency,
     /// Ingest alone (broker local, nothing else running) at half its peak, open loop: the
     /// edge's own latency target. Absent in runs recorded before it was measured.
+    /// The turn with the median p99 of `ingest_half_peak_turns` (runs before 2026-12-01 16:00
+    /// made one turn).
     #[serde(default)]
     pub ingest_alone_half_peak: Option<(f64, Latency)>,
+    /// Every turn of ingest alone at half its peak, in order.
+    #[serde(default)]
+    pub ingest_half_peak_turns: Vec<Latency>,
+    /// The bare server at the same rate, in turns alternating with ingest's: the latency the
+    /// load generator, the HTTP stack and this machine give a server that does nothing.
+    #[serde(default)]
+    pub bare_half_peak_turns: Vec<Latency>,
     /// The whole pipeline's sustained payments/s: closed loop with every service running,
     /// counted until the last outcome event was read back.
     pub pipeline_sustained: f64,
@@ -736,6 +745,16 @@ pub struct EdgeResult {
 
 /// Turns of the edge's peak measurement: bare server and ingest alternately.
 const EDGE_TURNS: usize = 3;
+
+/// Turns of ingest alone at half its peak, each followed by the bare server at that rate.
+const HALF_PEAK_TURNS: usize = 3;
+
+/// The turn with the median p99 (the higher of the two middle ones for an even count).
+pub(crate) fn median_by_p99(turns: &[Latency]) -> Option<&Latency> {
+    let mut by_p99: Vec<&Latency> = turns.iter().collect();
+    by_p99.sort_by(|a, b| a.p99_ms.total_cmp(&b.p99_ms));
+    by_p99.get(by_p99.len() / 2).copied()
+}
 
 /// Ingest vs a bare server, each its own process, under the same closed-loop load from this
 /// process; ingest alone at half its peak; then the whole pipeline as separate processes: its
@@ -814,15 +833,27 @@ pub async fn edge(
     let (Some(bare_run), Some(ingest), Some(alone)) = (bare_run, ingest_run, alone) else {
         return Err(LoadgenError::Bench("no edge turn".into()));
     };
-    let target = format!("http://{}", alone.ingest);
     // The edge's latency target: ingest alone at half its peak, open loop, for
     // `latency_seconds` (runs before 2026-12-01 14:00 sent at most `requests`, 1.5 s at this
-    // rate, so that opening the connections weighed on the tail).
+    // rate, so that opening the connections weighed on the tail), in `HALF_PEAK_TURNS` turns
+    // alternating with the bare server at the same rate. One turn's p99 is at the mercy of
+    // this shared machine: in runs of 10 s at 20,000 req/s on 2026-12-01, the bare server's
+    // p99 was 0.8-1.3 ms in most and 23.8 ms in one, with the generator's pacing thread held
+    // up for 61 ms. The median turn is the figure, and every turn of both is reported.
     let half_ingest = ingest.accepted_per_s / 2.0;
     let count = ((half_ingest * latency_seconds as f64) as u64).max(1_000);
-    let at_half_ingest = loadgen::run(&config, options(target, count, Some(half_ingest), false)).await?;
+    let bare = Services::start(&config, &["bare-server"]).await?;
+    let (mut ingest_turns, mut bare_turns) = (Vec::new(), Vec::new());
+    for _ in 0..HALF_PEAK_TURNS {
+        for (turns, server) in [(&mut ingest_turns, &alone), (&mut bare_turns, &bare)] {
+            let target = format!("http://{}", server.ingest);
+            turns.push(loadgen::run(&config, options(target, count, Some(half_ingest), false)).await?.http_latency);
+        }
+    }
+    bare.stop();
     let alone_rss = alone.peak_rss_mib();
     alone.stop();
+    let median_turn = median_by_p99(&ingest_turns).map(|l| (half_ingest, l.clone()));
 
     // The whole pipeline as three processes, on topics of its own: the peak and latency runs
     // of ingest alone left hundreds of thousands of records on the edge's inbound topic, and
@@ -856,7 +887,9 @@ pub async fn edge(
             "req/s",
         ),
         ingest_latency_at_peak: ingest.http_latency,
-        ingest_alone_half_peak: Some((half_ingest, at_half_ingest.http_latency)),
+        ingest_alone_half_peak: median_turn,
+        ingest_half_peak_turns: ingest_turns,
+        bare_half_peak_turns: bare_turns,
         pipeline_sustained: sustained,
         half_peak_rate: half,
         ingest_latency_at_half_peak: at_half.http_latency,
@@ -1163,12 +1196,26 @@ pub fn markdown(context: &Context, r: &Report) -> String {
     if let Some(e) = &r.edge {
         let _ = writeln!(out, "- Ingest HTTP latency at its peak (closed loop): {}.", lat(&e.ingest_latency_at_peak));
         if let Some((rate, l)) = &e.ingest_alone_half_peak {
-            let _ = writeln!(
-                out,
-                "- Ingest alone at half its peak ({} req/s, open loop, broker local): HTTP {} (target p99 < 10 ms).",
-                thousands(*rate),
-                lat(l)
-            );
+            let p99s =
+                |turns: &[Latency]| turns.iter().map(|l| format!("{:.1}", l.p99_ms)).collect::<Vec<_>>().join(", ");
+            if e.ingest_half_peak_turns.len() > 1 {
+                let _ = writeln!(
+                    out,
+                    "- Ingest alone at half its peak ({} req/s, open loop, broker local), {} turns: HTTP p99 {} ms; the median turn: {} (target p99 < 10 ms). The bare server at the same rate, in turns alternating with these: p99 {} ms.",
+                    thousands(*rate),
+                    e.ingest_half_peak_turns.len(),
+                    p99s(&e.ingest_half_peak_turns),
+                    lat(l),
+                    p99s(&e.bare_half_peak_turns)
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    "- Ingest alone at half its peak ({} req/s, open loop, broker local): HTTP {} (target p99 < 10 ms).",
+                    thousands(*rate),
+                    lat(l)
+                );
+            }
         }
         let _ = writeln!(
             out,
@@ -1252,5 +1299,14 @@ mod tests {
         let out = splice(doc, "new\n").unwrap();
         assert_eq!(out, "a\n<!-- bench:results:start -->\nnew\n<!-- bench:results:end -->\nb\n");
         assert!(splice("no markers", "x").is_none());
+    }
+
+    #[test]
+    fn the_median_turn_is_picked_by_p99() {
+        let turn = |p99_ms: f64| Latency { p99_ms, ..Latency::default() };
+        let turns = [turn(13.4), turn(64.5), turn(12.6)];
+        assert_eq!(median_by_p99(&turns).map(|l| l.p99_ms), Some(13.4));
+        assert_eq!(median_by_p99(&turns[..2]).map(|l| l.p99_ms), Some(64.5));
+        assert!(median_by_p99(&[]).is_none());
     }
 }

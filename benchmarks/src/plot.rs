@@ -100,6 +100,9 @@ pub fn charts(r: &Report) -> Vec<(&'static str, String)> {
         if let Some((_, l)) = &e.ingest_alone_half_peak {
             add("ingest alone, half its peak", l);
         }
+        if let Some(l) = crate::bench::median_by_p99(&e.bare_half_peak_turns) {
+            add("bare server, same rate", l);
+        }
         add("ingest HTTP, half rate", &e.ingest_latency_at_half_peak);
         if let Some(l) = &e.e2e_latency_at_half_peak {
             add("end to end, half rate", l);
