@@ -165,8 +165,8 @@ pub struct ProcessorConfig {
     pub transaction_max: usize,
     /// Longest pause between retries of a batch that failed for a transient reason.
     pub retry_backoff_max_ms: u64,
-    /// Start newly assigned partitions at the position stored in PostgreSQL instead of the
-    /// committed offset. Off by default: the local Kafka-protocol broker stalls on assignments
+    /// Start newly assigned partitions at the position stored in PostgreSQL (at the
+    /// beginning of the log where none is stored) instead of the committed offset. Off by default: the local Kafka-protocol broker stalls on assignments
     /// with explicit offsets; correctness never depends on it.
     pub seek_to_stored_position: bool,
 }

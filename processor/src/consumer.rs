@@ -38,7 +38,8 @@ use crate::telemetry;
 /// new owner reads it again from the committed offset), and, when configured, an assigned
 /// partition starts at the position stored in PostgreSQL rather than at Kafka's committed
 /// offset, which may trail it by up to one auto-commit interval. Either way the applying
-/// transaction skips what is below the stored position, so the seek only saves re-reading.
+/// transaction skips what is below the stored position, so the seek only saves re-reading,
+/// and a partition's first message past it is refused (`Worker::check_position`).
 pub struct GroupContext {
     pool: Pool,
     group: String,
@@ -55,7 +56,8 @@ impl GroupContext {
         live.entry(partition).or_insert_with(|| Arc::new(AtomicBool::new(true))).clone()
     }
 
-    /// Sets each assigned partition's start offset to its stored position, when there is one.
+    /// Sets each assigned partition's start offset to its stored position, or to the
+    /// beginning of the log where there is none.
     /// Runs inside the rebalance callback, so it blocks briefly (bounded by a timeout); on
     /// failure the committed offsets apply, which is still correct because the applying
     /// transaction skips what is below the stored position.
@@ -71,8 +73,15 @@ impl GroupContext {
         });
         match rows {
             Ok(Ok(rows)) => {
-                for (partition, next) in rows {
-                    if let Err(error) = tpl.set_partition_offset(&self.topic, partition, Offset::Offset(next)) {
+                // A partition this database has no position for has had nothing applied to
+                // it: it starts at the beginning of its log, whatever offset the group
+                // committed (a database restored or replaced under the group).
+                let starts = partitions.iter().map(|&partition| {
+                    let stored = rows.iter().find(|(p, _)| *p == partition).map(|&(_, next)| next);
+                    (partition, stored.map_or(Offset::Beginning, Offset::Offset))
+                });
+                for (partition, offset) in starts {
+                    if let Err(error) = tpl.set_partition_offset(&self.topic, partition, offset) {
                         tracing::warn!(partition, %error, "cannot start at the stored position");
                     }
                 }
@@ -274,7 +283,7 @@ pub async fn consume(config: &Config, pool: Pool, shutdown: Shutdown) -> Result<
                         stop: fatal.clone(),
                         live: live.clone(),
                     };
-                    tasks.spawn(worker.run(rx));
+                    tasks.spawn(worker.run(message.offset, rx));
                     (tx, live)
                 });
                 if sender.send((message, permit)).is_err() {
@@ -386,20 +395,25 @@ struct Worker {
 }
 
 impl Worker {
-    /// Refuses a partition whose stored position lies beyond the end of its log. Positions
-    /// only advance over messages that were in the log, so a healthy log always reaches
-    /// them; one that ends before them was recreated or truncated, and the applying
-    /// transaction would skip its messages as applied. Checked once per assignment; when the
-    /// database or the broker cannot answer, the partition runs unchecked (a warning says so).
-    async fn check_position(&self) -> Result<(), ProcessorError> {
+    /// Checks a partition's stored position against its log, once per assignment, when its
+    /// first message (at `first`) arrives:
+    /// - a position beyond the end of the log is refused: positions only advance over
+    ///   messages that were in the log, so a healthy log always reaches them; one that ends
+    ///   before them was recreated or truncated, and the applying transaction would skip its
+    ///   messages as applied;
+    /// - a first message past the position (or, with none stored, past the start of the log)
+    ///   is refused: the inbound topic's offsets have no gaps (ingest writes it without
+    ///   transactions and it is not compacted), so the messages in between were never
+    ///   delivered and would never be applied.
+    ///
+    /// When the database or the broker cannot answer, the partition runs unchecked (a warning
+    /// says so).
+    async fn check_position(&self, first: i64) -> Result<(), ProcessorError> {
         let source = &self.source;
         let stored =
             stored_positions(&self.pool, &source.group, &source.topic, std::slice::from_ref(&source.partition));
         let stored = match tokio::time::timeout(Duration::from_secs(5), stored).await {
-            Ok(Ok(rows)) => match rows.first() {
-                Some(&(_, stored)) => stored,
-                None => return Ok(()),
-            },
+            Ok(Ok(rows)) => rows.first().map(|&(_, stored)| stored),
             Ok(Err(error)) => {
                 tracing::warn!(partition = source.partition, %error, "cannot read the stored position; not checked against the log");
                 return Ok(());
@@ -412,30 +426,53 @@ impl Worker {
                 return Ok(());
             }
         };
+        if stored.is_some_and(|stored| first == stored) {
+            return Ok(()); // the usual case: resuming exactly where the database left off
+        }
         let (consumer, topic, partition) = (self.consumer.clone(), source.topic.clone(), source.partition);
-        let end =
+        let watermarks =
             tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5)))
                 .await
                 .map_err(|e| e.to_string())
-                .and_then(|watermarks| watermarks.map(|(_, end)| end).map_err(|e| e.to_string()));
-        match end {
-            Ok(end) if stored > end => Err(ProcessorError::PositionBeyondLog {
+                .and_then(|watermarks| watermarks.map_err(|e| e.to_string()));
+        let (start, end) = match watermarks {
+            Ok(watermarks) => watermarks,
+            Err(error) => {
+                tracing::warn!(partition, %error, "cannot read the bounds of the log; stored position not checked");
+                return Ok(());
+            }
+        };
+        if let Some(stored) = stored.filter(|&stored| stored > end) {
+            return Err(ProcessorError::PositionBeyondLog {
                 group: source.group.clone(),
                 topic: source.topic.clone(),
                 partition,
                 stored,
                 end,
-            }),
-            Ok(_) => Ok(()),
-            Err(error) => {
-                tracing::warn!(partition, %error, "cannot read the end of the log; stored position not checked");
-                Ok(())
-            }
+            });
         }
+        // A stored position below the start of the log is a gap too: retention removed
+        // messages this database never applied.
+        let (from, origin) = match stored {
+            Some(stored) => (stored, "its stored position"),
+            None => (start, "none stored: the start of the log"),
+        };
+        if first > from {
+            return Err(ProcessorError::PositionBehindLog {
+                group: source.group.clone(),
+                topic: source.topic.clone(),
+                partition,
+                from,
+                stored: origin,
+                first,
+            });
+        }
+        Ok(())
     }
 
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<Queued>) -> Result<(), ProcessorError> {
-        self.check_position().await?;
+    /// Applies the partition's messages from `rx`, the first of which is at offset `first`.
+    async fn run(self, first: i64, mut rx: mpsc::UnboundedReceiver<Queued>) -> Result<(), ProcessorError> {
+        self.check_position(first).await?;
         let mut batch: Vec<Message> = Vec::with_capacity(self.batch_max);
         // Released (room for more messages) once the batch committed or was abandoned.
         let mut permits: Vec<OwnedSemaphorePermit> = Vec::with_capacity(self.batch_max);

@@ -67,6 +67,34 @@ pub enum ProcessorError {
         /// The partition's high watermark.
         end: i64,
     },
+    /// A partition's first message after assignment lies past the next one this database
+    /// has applied: the messages in between were never delivered to this member (the
+    /// database was restored from a backup or replaced under the group's committed offsets,
+    /// retention removed them before they were applied, or the broker skipped them). Applying
+    /// on would leave them out for good; stopping keeps them.
+    #[error(
+        "partition {partition} of {topic}: the first message delivered is at offset {first}, but the next one this \
+         database has to apply is at offset {from} ({stored}); the messages in between were skipped (the database \
+         restored or replaced under group {group}'s committed offsets, or the records removed by retention before \
+         they were applied). Nothing was applied past the gap. To apply them, start the processor with \
+         PAYSTREAM_PROCESSOR__SEEK_TO_STORED_POSITION=true (every partition then starts at its stored position, or at \
+         the beginning of the log where it has none); records already removed by retention must be replayed from \
+         their source"
+    )]
+    PositionBehindLog {
+        /// Consumer group.
+        group: String,
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The next offset to apply: the stored position, or the start of the log.
+        from: i64,
+        /// Where `from` comes from, for the operator.
+        stored: &'static str,
+        /// The first offset delivered.
+        first: i64,
+    },
     /// A batch failed in a way retrying cannot fix; an operator must look.
     #[error("fatal apply error on partition {partition}: {source}")]
     Fatal {

@@ -186,6 +186,7 @@ impl Service {
             .env("PAYSTREAM_KAFKA__MESSAGE_TIMEOUT_MS", config.kafka.message_timeout_ms.to_string())
             .env("PAYSTREAM_PROCESSOR__ADMIN_LISTEN", "127.0.0.1:0")
             .env("PAYSTREAM_PROCESSOR__BATCH_MAX", "200")
+            .env("PAYSTREAM_PROCESSOR__SEEK_TO_STORED_POSITION", config.processor.seek_to_stored_position.to_string())
             .env("PAYSTREAM_RELAY__ADMIN_LISTEN", "127.0.0.1:0")
             .env("PAYSTREAM_RELAY__BATCH_ROWS", config.relay.batch_rows.to_string())
             .env("PAYSTREAM_RELAY__LANE_CLAIM_INTERVAL_MS", config.relay.lane_claim_interval_ms.to_string())

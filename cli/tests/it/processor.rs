@@ -219,6 +219,68 @@ async fn a_position_beyond_the_log_stops_the_processor_instead_of_skipping() {
     assert_exact(&db, &load).await;
 }
 
+/// A copy of the test database as it stands (`CREATE DATABASE … TEMPLATE`, which wants no
+/// other session on it: `db` is closed first), to restore later; its URL.
+async fn backup(config: &Config, db: tokio_postgres::Client) -> String {
+    drop(db);
+    let (base, name) = config.postgres.url.rsplit_once('/').unwrap();
+    let (admin, conn) = format!("{base}/postgres")
+        .parse::<tokio_postgres::Config>()
+        .unwrap()
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let copy = format!("{name}_backup");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(error) = admin.batch_execute(&format!("CREATE DATABASE {copy} TEMPLATE {name}")).await {
+        // The closed session may still be on its way out.
+        assert!(Instant::now() < deadline, "copy the database: {error}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    format!("{base}/{copy}")
+}
+
+/// The database restored from a backup taken before the group applied anything, under the
+/// group's committed offsets: starting where the group left off would skip every message the
+/// backup never saw. The processor stops with an error instead, having applied nothing, and
+/// started at its stored positions (the remedy the error names) it applies them all, exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_restored_behind_the_committed_offsets_stops_the_processor_instead_of_skipping() {
+    let (mut config, db) = setup().await;
+    let load = fill(&config, &db, 300).await;
+    let restored_url = backup(&config, db).await;
+    let db = crate::harness::connect_db(&config).await;
+    let member = Service::start("processor", &config);
+    assert_eq!(wait_for(&db, APPLIED, load.distinct, Duration::from_secs(120)).await, load.distinct);
+    wait_for(&db, "SELECT count(*) FROM paystream.dead_letters", load.poison, Duration::from_secs(30)).await;
+    member.terminate(); // commits the group's offsets on the way out
+
+    config.postgres.url = restored_url;
+    let restored = crate::harness::connect_db(&config).await;
+    let mut member = Service::start("processor", &config);
+    // The gap shows at the partition's next message: a provider's redelivery of an earlier
+    // webhook (deduplicated later, so the load's figures stay as they are).
+    let installment = seeded_installments(&restored).await[1];
+    let again = encode(&payment_of_one("msg_1".into(), "pay_1".into(), installment)).unwrap();
+    let producer: FutureProducer =
+        paystream_common::kafka::producer_config(&config.kafka, "redeliver").create().unwrap();
+    let key = installment.to_string();
+    producer
+        .send(FutureRecord::to(&config.kafka.inbound_topic).key(&key).payload(&again), Duration::from_secs(30))
+        .await
+        .unwrap();
+    let status = member.wait_exit(Duration::from_secs(60));
+    assert!(status.is_some_and(|s| !s.success()), "the processor stops with an error: {status:?}");
+    assert_eq!(count(&restored, APPLIED).await, 0, "nothing applied past the gap");
+    config.processor.seek_to_stored_position = true;
+    let member = Service::start("processor", &config);
+    assert_eq!(wait_for(&restored, APPLIED, load.distinct, Duration::from_secs(120)).await, load.distinct);
+    wait_for(&restored, "SELECT count(*) FROM paystream.dead_letters", load.poison, Duration::from_secs(30)).await;
+    member.terminate();
+    assert_exact(&restored, &load).await;
+}
+
 /// Two members in one group, a third joining and two leaving while the load runs
 /// (cooperative-sticky rebalances): nothing lost, nothing doubled. The members leave with
 /// SIGTERM and must stop promptly: a member that hangs in its shutdown keeps its partitions
