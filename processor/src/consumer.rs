@@ -463,7 +463,7 @@ impl Worker {
                 topic: source.topic.clone(),
                 partition,
                 from,
-                stored: origin,
+                origin,
                 first,
             });
         }

@@ -74,7 +74,7 @@ pub enum ProcessorError {
     /// on would leave them out for good; stopping keeps them.
     #[error(
         "partition {partition} of {topic}: the first message delivered is at offset {first}, but the next one this \
-         database has to apply is at offset {from} ({stored}); the messages in between were skipped (the database \
+         database has to apply is at offset {from} ({origin}); the messages in between were skipped (the database \
          restored or replaced under group {group}'s committed offsets, or the records removed by retention before \
          they were applied). Nothing was applied past the gap. To apply them, start the processor with \
          PAYSTREAM_PROCESSOR__SEEK_TO_STORED_POSITION=true (every partition then starts at its stored position, or at \
@@ -91,7 +91,7 @@ pub enum ProcessorError {
         /// The next offset to apply: the stored position, or the start of the log.
         from: i64,
         /// Where `from` comes from, for the operator.
-        stored: &'static str,
+        origin: &'static str,
         /// The first offset delivered.
         first: i64,
     },
