@@ -166,8 +166,10 @@ pub struct ProcessorConfig {
     /// Longest pause between retries of a batch that failed for a transient reason.
     pub retry_backoff_max_ms: u64,
     /// Start newly assigned partitions at the position stored in PostgreSQL (at the
-    /// beginning of the log where none is stored) instead of the committed offset. Off by default: the local Kafka-protocol broker stalls on assignments
-    /// with explicit offsets; correctness never depends on it.
+    /// beginning of the log where none is stored) instead of the committed offset: saves
+    /// re-reading after a crash, and applies what a database restored behind the group's
+    /// committed offsets is missing (without it, the processor stops at such a gap). Off by
+    /// default: the local Kafka-protocol broker stalls on assignments with explicit offsets.
     pub seek_to_stored_position: bool,
 }
 
