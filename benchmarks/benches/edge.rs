@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 use paystream_common::config::{PayloadFormat, ProviderConfig, SignatureScheme};
-use paystream_common::Secret;
 use paystream_ingest::payload::{normalise, Envelope};
 use paystream_ingest::signature::{sign, HeaderLookup, Verifier};
 use paystream_schemas::{decode, encode, EventType, PaymentCommand, PaymentEvent};
@@ -22,15 +21,7 @@ impl HeaderLookup for Headers {
 }
 
 fn provider(scheme: SignatureScheme, format: PayloadFormat, secret: &str) -> ProviderConfig {
-    ProviderConfig {
-        scheme,
-        format,
-        secrets: vec![Secret::new(secret)],
-        signature_header: Some("x-signature".into()),
-        timestamp_header: Some("x-timestamp".into()),
-        rate_per_second: 1,
-        burst: 1,
-    }
+    ProviderConfig::new(scheme, format, &[secret])
 }
 
 /// A paystream-format body padded to about 1 KiB with an ignored field, the size the

@@ -1,12 +1,15 @@
 //! Kafka client settings and topic creation, shared by every service so that the delivery
-//! guarantees are set in one place. Only standard Kafka APIs: the same code runs against
-//! Apache Kafka and the local Kafka-protocol broker.
+//! guarantees are set in one place. Only standard Kafka APIs (the local stack runs Apache
+//! Kafka itself): the same code runs against any Kafka service. The operator's
+//! `kafka.client_properties` (TLS, SASL) go to every client; the settings the guarantees
+//! rest on are paystream's and cannot be overridden (validated in `config`).
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -15,11 +18,21 @@ use crate::config::KafkaConfig;
 /// Records a producer queues at most (`queue.buffering.max.messages`).
 pub const PRODUCER_QUEUE_MESSAGES: usize = 200_000;
 
+/// A client configuration with the operator's properties (security) and the brokers.
+fn base_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (name, value) in kafka.client_properties.iter() {
+        config.set(name, value);
+    }
+    // librdkafka resolves names to every address; the local stack listens on IPv4 only.
+    config.set("bootstrap.servers", &kafka.brokers);
+    config
+}
+
 /// Producer settings for durable, ordered, non-duplicating delivery.
 pub fn producer_config(kafka: &KafkaConfig, client_id: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
+    let mut config = base_config(kafka);
     config
-        .set("bootstrap.servers", &kafka.brokers)
         .set("client.id", client_id)
         // A broker-side sequence per partition: retries neither duplicate nor reorder.
         .set("enable.idempotence", "true")
@@ -44,9 +57,8 @@ pub fn producer_config(kafka: &KafkaConfig, client_id: &str) -> ClientConfig {
 
 /// Consumer settings for a group member that stores its own position.
 pub fn consumer_config(kafka: &KafkaConfig, group_id: &str, client_id: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
+    let mut config = base_config(kafka);
     config
-        .set("bootstrap.servers", &kafka.brokers)
         .set("group.id", group_id)
         .set("client.id", client_id)
         // Incremental rebalances: members joining or leaving move only the partitions that
@@ -76,7 +88,7 @@ pub fn consumer_config(kafka: &KafkaConfig, group_id: &str, client_id: &str) -> 
 
 /// An admin client for topic management.
 pub fn admin_client(kafka: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
-    ClientConfig::new().set("bootstrap.servers", &kafka.brokers).create()
+    base_config(kafka).create()
 }
 
 /// Creates the product's topics if they do not exist, through the Kafka admin API. Retries
@@ -89,9 +101,13 @@ pub async fn ensure_topics(kafka: &KafkaConfig, wait: Duration) -> Result<(), Ka
 /// retrying for up to `wait` while the broker is not yet answering.
 pub async fn ensure_named_topics(kafka: &KafkaConfig, names: &[&str], wait: Duration) -> Result<(), KafkaError> {
     let admin = admin_client(kafka)?;
+    let min_isr = kafka.min_insync_replicas.to_string();
     let topics: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|name| NewTopic::new(name, kafka.partitions, TopicReplication::Fixed(kafka.replication_factor)))
+        .map(|name| {
+            NewTopic::new(name, kafka.partitions, TopicReplication::Fixed(kafka.replication_factor))
+                .set("min.insync.replicas", &min_isr)
+        })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let deadline = tokio::time::Instant::now() + wait;
@@ -120,5 +136,123 @@ pub async fn ensure_named_topics(kafka: &KafkaConfig, names: &[&str], wait: Dura
             }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// How a topic stands on the cluster, for the start-up check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicLayout {
+    /// The topic.
+    pub name: String,
+    /// Its partitions.
+    pub partitions: i32,
+    /// The fewest replicas any of its partitions has.
+    pub replicas: i32,
+    /// Its `min.insync.replicas`, when the cluster says.
+    pub min_insync_replicas: Option<i32>,
+}
+
+/// What is wrong with a topic as found, in words for the log; empty when nothing is.
+/// `partitions` is what the configuration expects (the key-to-partition mapping).
+pub fn topic_warnings(layout: &TopicLayout, partitions: i32) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let min_isr = layout.min_insync_replicas.unwrap_or(1);
+    if layout.replicas < 2 || min_isr < 2 {
+        warnings.push(format!(
+            "topic {}: {} replica(s), min.insync.replicas {}: an acknowledged record does not survive the loss of \
+             a broker (production: replication factor 3, min.insync.replicas 2)",
+            layout.name, layout.replicas, min_isr
+        ));
+    } else if min_isr >= layout.replicas {
+        warnings.push(format!(
+            "topic {}: min.insync.replicas {} of {} replicas: the loss of one broker stops every write \
+             (production: replication factor 3, min.insync.replicas 2)",
+            layout.name, min_isr, layout.replicas
+        ));
+    }
+    if layout.partitions != partitions {
+        warnings.push(format!(
+            "topic {}: {} partitions where kafka.partitions is {}: keys map to partitions by the topic's own \
+             count; changing it moves installments to other partitions while their commands are in flight",
+            layout.name, layout.partitions, partitions
+        ));
+    }
+    warnings
+}
+
+/// Reads the layout of `names` from the cluster: partitions, replicas, `min.insync.replicas`.
+pub async fn describe_topics(kafka: &KafkaConfig, names: &[&str]) -> Result<Vec<TopicLayout>, KafkaError> {
+    let admin = admin_client(kafka)?;
+    let owned: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let client: BaseConsumer = base_config(kafka).create()?;
+    let metadata = tokio::task::spawn_blocking(move || {
+        owned
+            .iter()
+            .map(|name| client.fetch_metadata(Some(name), Duration::from_secs(10)))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|_| KafkaError::Canceled)??;
+    let specifiers: Vec<ResourceSpecifier<'_>> = names.iter().map(|n| ResourceSpecifier::Topic(n)).collect();
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let configs = admin.describe_configs(&specifiers, &options).await?;
+    let mut layouts = Vec::with_capacity(names.len());
+    for ((name, metadata), config) in names.iter().zip(metadata).zip(configs) {
+        let Some(topic) = metadata.topics().iter().find(|t| t.name() == *name) else { continue };
+        let min_insync_replicas = config
+            .ok()
+            .and_then(|c| c.get("min.insync.replicas").and_then(|e| e.value.as_deref()).and_then(|v| v.parse().ok()));
+        layouts.push(TopicLayout {
+            name: (*name).to_owned(),
+            partitions: i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX),
+            replicas: topic
+                .partitions()
+                .iter()
+                .map(|p| i32::try_from(p.replicas().len()).unwrap_or(i32::MAX))
+                .min()
+                .unwrap_or(0),
+            min_insync_replicas,
+        });
+    }
+    Ok(layouts)
+}
+
+/// Creates the product's topics if missing, then checks how they stand and warns about
+/// what does not hold a 2xx through a broker loss or would re-key installments. The check
+/// only warns: a single-node development cluster is legitimate.
+pub async fn ensure_and_check_topics(kafka: &KafkaConfig, wait: Duration) -> Result<(), KafkaError> {
+    ensure_topics(kafka, wait).await?;
+    let names = [kafka.inbound_topic.as_str(), kafka.events_topic.as_str(), kafka.deadletter_topic.as_str()];
+    match describe_topics(kafka, &names).await {
+        Ok(layouts) => {
+            for layout in &layouts {
+                for warning in topic_warnings(layout, kafka.partitions) {
+                    tracing::warn!(topic = %layout.name, "{warning}");
+                }
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cannot describe the topics; their durability was not checked"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(partitions: i32, replicas: i32, min_isr: Option<i32>) -> TopicLayout {
+        TopicLayout { name: "t".into(), partitions, replicas, min_insync_replicas: min_isr }
+    }
+
+    /// One copy, or min.insync.replicas 1, cannot hold an acknowledged record through a broker
+    /// loss; 3 and 2 can. A partition count other than the configured one re-keys.
+    #[test]
+    fn topic_warnings_name_what_does_not_survive_a_broker_loss() {
+        assert_eq!(topic_warnings(&layout(12, 1, Some(1)), 12).len(), 1);
+        assert_eq!(topic_warnings(&layout(12, 3, Some(1)), 12).len(), 1);
+        assert_eq!(topic_warnings(&layout(12, 3, None), 12).len(), 1);
+        assert!(topic_warnings(&layout(12, 3, Some(2)), 12).is_empty());
+        assert_eq!(topic_warnings(&layout(12, 2, Some(2)), 12).len(), 1, "min ISR = replicas stops on any loss");
+        assert_eq!(topic_warnings(&layout(6, 3, Some(2)), 12).len(), 1);
     }
 }

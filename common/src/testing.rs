@@ -9,10 +9,13 @@ use tokio_postgres::NoTls;
 
 use crate::config::Config;
 
-/// A configuration for one test: the local stack's endpoints (or `PAYSTREAM_*` overrides),
-/// a fresh database, unique topic names and group id, and port 0 listeners.
+/// The local stack's configuration file (`config/dev.toml`: demo providers, development keys).
+pub const DEV_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/dev.toml");
+
+/// A configuration for one test: the local stack's (`config/dev.toml`, then `PAYSTREAM_*`
+/// overrides), a fresh database, unique topic names and group id, and port 0 listeners.
 pub async fn isolated_config() -> Config {
-    let mut config = Config::load(None::<&Path>).expect("configuration loads");
+    let mut config = Config::load(Some(Path::new(DEV_CONFIG))).expect("configuration loads");
     let tag = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     config.postgres.url = create_database(&config.postgres.url, &tag).await;
     config.postgres.pool_size = 8;

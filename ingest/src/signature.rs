@@ -274,7 +274,6 @@ pub mod sign {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use paystream_common::Secret;
     use std::collections::HashMap;
 
     struct Headers(HashMap<String, String>);
@@ -287,15 +286,9 @@ mod tests {
         Headers(pairs.iter().map(|(k, v)| (k.to_ascii_lowercase(), (*v).to_owned())).collect())
     }
     fn provider(scheme: SignatureScheme, secrets: &[&str]) -> ProviderConfig {
-        ProviderConfig {
-            scheme,
-            format: paystream_common::config::PayloadFormat::Paystream,
-            secrets: secrets.iter().map(|s| Secret::new(*s)).collect(),
-            signature_header: Some("X-Signature".into()),
-            timestamp_header: None,
-            rate_per_second: 1,
-            burst: 1,
-        }
+        let mut provider = ProviderConfig::new(scheme, paystream_common::config::PayloadFormat::Paystream, secrets);
+        provider.timestamp_header = None;
+        provider
     }
 
     /// The Standard Webhooks reference test vector (from the standard-webhooks libraries).

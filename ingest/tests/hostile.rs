@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 
 use paystream_common::config::{PayloadFormat, ProviderConfig, SignatureScheme};
-use paystream_common::Secret;
 use paystream_ingest::payload::{normalise, Envelope};
 use paystream_ingest::signature::{sign, HeaderLookup, Verifier};
 
@@ -30,15 +29,7 @@ fn verifier(scheme: SignatureScheme) -> Verifier {
         SignatureScheme::StandardWebhooks => STANDARD_SECRET,
         _ => "secret",
     };
-    let provider = ProviderConfig {
-        scheme,
-        format: PayloadFormat::Paystream,
-        secrets: vec![Secret::new(secret)],
-        signature_header: Some("x-signature".into()),
-        timestamp_header: Some("x-timestamp".into()),
-        rate_per_second: 1,
-        burst: 1,
-    };
+    let provider = ProviderConfig::new(scheme, PayloadFormat::Paystream, &[secret]);
     Verifier::new(&provider, 300).unwrap()
 }
 
