@@ -88,6 +88,7 @@ fn edge(c: &mut Criterion) {
                     provider: "bench",
                     webhook_id: verified.webhook_id.as_deref(),
                     received_at_ms: now * 1000,
+                    livemode: None,
                 };
                 let commands = match normalise(p.format, &body, env).expect("valid payload") {
                     paystream_ingest::payload::Normalised::Commands(c) => c,

@@ -282,6 +282,7 @@ pub async fn relay(config: &Config, events: u64) -> Result<(f64, f64), LoadgenEr
                 payload: value,
                 headers: paystream_relay::event_headers(id, "PaymentApplied", value),
                 timestamp: None,
+                event_id: *id,
             })
             .collect()
     }

@@ -4,9 +4,12 @@
 //! outside world: configuration loading and validation, tracing and the admin listener
 //! (`/metrics`, `/healthz`, `/readyz`), Kafka client settings and topic creation, the
 //! PostgreSQL pool with SQLSTATE classification, the migration runner, the shutdown signal,
-//! and the outbox row's frames (written by the processor, read by the relay). No payment
-//! logic lives here, and nothing that only one service uses.
+//! the outbox row's frames (written by the processor, read by the relay), and the MAC of
+//! inbound records (signed by ingest, checked by the processor). The configuration holds
+//! every section, ingest's providers included: cross-section rules need them all. No payment
+//! logic lives here.
 
+pub mod command_auth;
 pub mod config;
 pub mod kafka;
 pub mod outbox;
@@ -44,6 +47,14 @@ pub fn outbox_lane(key: &str) -> i16 {
     }
     // The modulus is positive and below i16::MAX, so the cast cannot truncate.
     (hash % OUTBOX_LANES as u32) as i16
+}
+
+/// Now, in milliseconds since the Unix epoch (0 before 1970: a clock that far off is a bigger
+/// problem than this number).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM), then cancels `shutdown`.

@@ -5,6 +5,16 @@
 
 use uuid::Uuid;
 
+/// The channel the processor notifies after a commit that wrote outbox rows, and the relay
+/// listens on.
+pub const CHANNEL: &str = "paystream_outbox";
+
+/// The statement that wakes the relay.
+pub const NOTIFY: &str = "NOTIFY paystream_outbox";
+
+/// The statement a relay session listens with.
+pub const LISTEN: &str = "LISTEN paystream_outbox";
+
 /// Bytes the length prefixes and the event id add to an event's key, type and payload.
 pub const FRAME_OVERHEAD: usize = 4 + 16 + 4 + 4;
 

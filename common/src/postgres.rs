@@ -90,6 +90,14 @@ pub fn classify(error: &tokio_postgres::Error) -> Disposition {
         SqlState::CONNECTION_EXCEPTION,
         // A concurrent insert of the same key: running again sees the committed row.
         SqlState::UNIQUE_VIOLATION,
+        // A failover left this session on a server that is now a standby: a new
+        // connection finds the new primary.
+        SqlState::READ_ONLY_SQL_TRANSACTION,
+        // The server is out of disk or memory: an operator frees it, the work waits.
+        SqlState::DISK_FULL,
+        SqlState::OUT_OF_MEMORY,
+        SqlState::INSUFFICIENT_RESOURCES,
+        SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
     ];
     if retry.contains(code) || code.code().starts_with("08") {
         return Disposition::Retry;
@@ -193,6 +201,8 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "outbox_framed_events",
         sql: include_str!("../../migrations/V0006__outbox_framed_events.sql"),
     },
+    Migration { version: 7, name: "money_holes", sql: include_str!("../../migrations/V0007__money_holes.sql") },
+    Migration { version: 8, name: "outbox_parked", sql: include_str!("../../migrations/V0008__outbox_parked.sql") },
 ];
 
 /// A digest of the migrations, used to name migrated test templates.
@@ -251,4 +261,24 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<usize, Postg
     .await;
     client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await?;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file of `migrations/` is in `MIGRATIONS`, in order, by its version and name, and
+    /// nothing else is: a new file cannot be forgotten.
+    #[test]
+    fn migrations_list_every_file() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .expect("migrations/")
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|name| name.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let listed: Vec<String> = MIGRATIONS.iter().map(|m| format!("V{:04}__{}.sql", m.version, m.name)).collect();
+        assert_eq!(files, listed);
+    }
 }

@@ -4,6 +4,7 @@
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::admission::FORGERY_WINDOW_S;
 use crate::payload::PayloadError;
 use crate::signature::SignatureError;
 
@@ -22,6 +23,15 @@ pub enum IngestError {
     /// The body could not be read.
     #[error("cannot read body")]
     BadBody,
+    /// The body did not arrive within `ingest.body_read_timeout_ms`.
+    #[error("body not received in time")]
+    BodyTimeout,
+    /// Ingest is at its bound of requests (or of large bodies) in flight: nothing was read.
+    #[error("too many requests in flight; retry")]
+    Busy,
+    /// This client address failed too many signature checks lately; not checked.
+    #[error("too many failed signatures from this address; retry later")]
+    TooManyForgeries,
     /// Signature or timestamp refused.
     #[error("signature refused: {0}")]
     Signature(#[from] SignatureError),
@@ -50,9 +60,10 @@ impl IngestError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadBody | Self::Payload(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Signature(_) => StatusCode::UNAUTHORIZED,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::BrokerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited { .. } | Self::TooManyForgeries => StatusCode::TOO_MANY_REQUESTS,
+            Self::BrokerUnavailable | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -64,6 +75,9 @@ impl IngestError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::TooLarge(_) => "too_large",
             Self::BadBody | Self::Payload(_) => "malformed",
+            Self::BodyTimeout => "body_timeout",
+            Self::Busy => "busy",
+            Self::TooManyForgeries => "too_many_forgeries",
             Self::Signature(_) => "unauthorized",
             Self::RateLimited { .. } => "rate_limited",
             Self::BrokerUnavailable => "broker_unavailable",
@@ -79,7 +93,8 @@ impl IntoResponse for IngestError {
         let mut response = (status, axum::Json(body)).into_response();
         let retry_after = match &self {
             Self::RateLimited { retry_after_s } => Some((*retry_after_s).max(1)),
-            Self::BrokerUnavailable => Some(1),
+            Self::BrokerUnavailable | Self::Busy => Some(1),
+            Self::TooManyForgeries => Some(FORGERY_WINDOW_S),
             _ => None,
         };
         if let Some(seconds) = retry_after {
@@ -95,6 +110,9 @@ pub enum StartError {
     /// A provider's configuration cannot be used.
     #[error("provider {0}: {1}")]
     Provider(String, String),
+    /// `kafka.command_keys` is empty: the processor would refuse every record.
+    #[error("kafka.command_keys is empty: set the key that authenticates inbound records (the processor's too)")]
+    NoCommandKey,
     /// The Kafka client could not be created or the topics not ensured.
     #[error("Kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),

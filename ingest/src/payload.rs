@@ -1,7 +1,10 @@
 //! Payload formats: each provider's JSON normalised into the one `PaymentCommand`.
-//! Normalisation is strict: a missing or invalid field is a 400 that names the field, and
-//! nothing of a malformed webhook is produced. Event types a format knows of but paystream
-//! does not act on are acknowledged and counted, not enqueued.
+//! Normalisation is strict: a missing or invalid field is an error that names the field, and
+//! nothing of such a webhook becomes a command. Its signature verified, so it is a genuine
+//! webhook that carries money paystream cannot apply: ingest keeps it whole as an
+//! `UnprocessableWebhook` record (a dead letter in the processor) and answers 202 once that is
+//! durable. Event types a format knows of but paystream does not act on are acknowledged and
+//! counted, not enqueued.
 
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -12,10 +15,11 @@ use uuid::Uuid;
 use paystream_common::config::PayloadFormat;
 use paystream_schemas::{CommandKind, PaymentCommand};
 
-/// Payments one Pix webhook may carry, at most.
-pub const MAX_PIX_ENTRIES: usize = 1000;
+/// Commands one webhook may become, at most (a Pix webhook's payments and their refunds
+/// together): each is a Kafka record produced before the 202.
+pub const MAX_COMMANDS: usize = 1000;
 /// Longest accepted provider id.
-const MAX_ID_LEN: usize = 128;
+const MAX_ID_LEN: usize = paystream_schemas::MAX_ID_LEN;
 
 /// A payload that cannot be normalised: answered 400 with this text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,15 +53,24 @@ pub struct Envelope<'a> {
     pub webhook_id: Option<&'a str>,
     /// When ingest received it (ms since the epoch).
     pub received_at_ms: i64,
+    /// Stripe: the `livemode` events must have, when configured.
+    pub livemode: Option<bool>,
 }
 
 /// Normalises `body` of the given format.
 pub fn normalise(format: PayloadFormat, body: &[u8], envelope: Envelope<'_>) -> Result<Normalised, PayloadError> {
-    match format {
+    let normalised = match format {
         PayloadFormat::Paystream => paystream(body, envelope),
         PayloadFormat::Stripe => stripe(body, envelope),
         PayloadFormat::Pix => pix(body, envelope),
+    }?;
+    // The contract's own rules, the same the processor applies to what it reads.
+    if let Normalised::Commands(commands) = &normalised {
+        for command in commands {
+            command.validate().map_err(|invalid| bad(invalid.field, invalid.problem))?;
+        }
     }
+    Ok(normalised)
 }
 
 fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, PayloadError> {
@@ -165,6 +178,8 @@ struct StripeEvent {
     #[serde(rename = "type")]
     kind: String,
     created: i64,
+    #[serde(default)]
+    livemode: Option<bool>,
     data: StripeData,
 }
 
@@ -181,6 +196,7 @@ struct StripeObject {
     amount_refunded: Option<i64>,
     currency: Option<String>,
     payment_intent: Option<String>,
+    status: Option<String>,
     #[serde(default)]
     metadata: std::collections::HashMap<String, String>,
 }
@@ -195,20 +211,54 @@ const NON_CENTESIMAL: &[&str] = &[
 fn stripe(body: &[u8], env: Envelope<'_>) -> Result<Normalised, PayloadError> {
     let e: StripeEvent = parse_json(body)?;
     let o = e.data.object;
-    let (kind, payment_id, minor) = match e.kind.as_str() {
+    if let (Some(want), Some(got)) = (env.livemode, e.livemode) {
+        if want != got {
+            return Err(bad(
+                "livemode",
+                if want { "a test-mode event on a live endpoint" } else { "a live event on a test endpoint" },
+            ));
+        }
+    }
+    let payment_intent = || o.payment_intent.clone().ok_or_else(|| bad("data.object.payment_intent", "missing"));
+    // Each kind with the id that makes it happen once: a payment by its PaymentIntent, a
+    // charge's cumulative refund by the event (the processor books the difference to what it
+    // booked already), a failed refund by its Refund object, a dispute by the event.
+    let (kind, payment_id, webhook_id, minor) = match e.kind.as_str() {
         "payment_intent.succeeded" => (
             CommandKind::Payment,
             o.id.clone().ok_or_else(|| bad("data.object.id", "missing"))?,
+            e.id.clone(),
             o.amount_received.or(o.amount).ok_or_else(|| bad("data.object.amount_received", "missing"))?,
         ),
+        // The Charge's `amount_refunded` is every refund of it so far, not this one's.
         "charge.refunded" => (
-            CommandKind::Refund,
-            o.payment_intent.clone().ok_or_else(|| bad("data.object.payment_intent", "missing"))?,
+            CommandKind::RefundTotal,
+            payment_intent()?,
+            e.id.clone(),
             o.amount_refunded.ok_or_else(|| bad("data.object.amount_refunded", "missing"))?,
         ),
+        // A refund that failed (or was canceled) after `charge.refunded` booked it: the
+        // money came back. Other updates of a Refund change nothing paystream books.
+        "charge.refund.updated" => match o.status.as_deref() {
+            Some("failed" | "canceled") => (
+                CommandKind::RefundFailed,
+                payment_intent()?,
+                format!("{}/failed", o.id.clone().ok_or_else(|| bad("data.object.id", "missing"))?),
+                o.amount.ok_or_else(|| bad("data.object.amount", "missing"))?,
+            ),
+            _ => return Ok(Normalised::Ignored(e.kind.chars().take(64).collect())),
+        },
         "charge.dispute.created" => (
             CommandKind::Chargeback,
-            o.payment_intent.clone().ok_or_else(|| bad("data.object.payment_intent", "missing"))?,
+            payment_intent()?,
+            e.id.clone(),
+            o.amount.ok_or_else(|| bad("data.object.amount", "missing"))?,
+        ),
+        // The dispute was won: the disputed money is back.
+        "charge.dispute.funds_reinstated" => (
+            CommandKind::ChargebackWon,
+            payment_intent()?,
+            e.id.clone(),
             o.amount.ok_or_else(|| bad("data.object.amount", "missing"))?,
         ),
         other => return Ok(Normalised::Ignored(other.chars().take(64).collect())),
@@ -222,11 +272,11 @@ fn stripe(body: &[u8], env: Envelope<'_>) -> Result<Normalised, PayloadError> {
     // A dispute carries no installment of its own: the processor resolves it from the payment.
     let installment_id = match o.metadata.get("installment_id") {
         Some(id) => Some(parse_uuid("data.object.metadata.installment_id", id)?),
-        None if kind == CommandKind::Chargeback => None,
+        None if kind != CommandKind::Payment => None,
         None => return Err(bad("data.object.metadata.installment_id", "missing")),
     };
     Ok(Normalised::Commands(vec![PaymentCommand {
-        webhook_id: e.id,
+        webhook_id,
         provider: env.provider.to_owned(),
         kind,
         rail: "card".to_owned(),
@@ -284,8 +334,9 @@ fn pix(body: &[u8], env: Envelope<'_>) -> Result<Normalised, PayloadError> {
     if b.pix.is_empty() {
         return Err(bad("pix", "must hold at least one payment"));
     }
-    if b.pix.len() > MAX_PIX_ENTRIES {
-        return Err(bad("pix", format!("at most {MAX_PIX_ENTRIES} payments per webhook")));
+    let commands_in = b.pix.len() + b.pix.iter().map(|e| e.devolucoes.len()).sum::<usize>();
+    if commands_in > MAX_COMMANDS {
+        return Err(bad("pix", format!("at most {MAX_COMMANDS} payments and refunds per webhook")));
     }
     let mut commands = Vec::with_capacity(b.pix.len());
     for (i, entry) in b.pix.into_iter().enumerate() {
@@ -336,7 +387,8 @@ fn pix(body: &[u8], env: Envelope<'_>) -> Result<Normalised, PayloadError> {
 mod tests {
     use super::*;
 
-    const ENV: Envelope<'static> = Envelope { provider: "p", webhook_id: Some("msg_1"), received_at_ms: 7 };
+    const ENV: Envelope<'static> =
+        Envelope { provider: "p", webhook_id: Some("msg_1"), received_at_ms: 7, livemode: None };
 
     fn commands(n: Normalised) -> Vec<PaymentCommand> {
         match n {
@@ -410,13 +462,53 @@ mod tests {
         let c = commands(normalise(PayloadFormat::Stripe, refund.as_bytes(), ENV).unwrap());
         assert_eq!(
             (c[0].payment_id.as_str(), c[0].amount.to_string().as_str(), c[0].kind),
-            ("pi_1", "5.00", CommandKind::Refund)
+            ("pi_1", "5.00", CommandKind::RefundTotal),
+            "the charge's cumulative refunded amount, booked as a difference by the processor"
         );
         let dispute = r#"{"id":"evt_3","type":"charge.dispute.created","created":1700000000,"data":{"object":{"id":"dp_1","charge":"ch_1","payment_intent":"pi_1","amount":1050,"currency":"brl"}}}"#;
         let c = commands(normalise(PayloadFormat::Stripe, dispute.as_bytes(), ENV).unwrap());
         assert_eq!((c[0].installment_id, c[0].kind, c[0].key()), (None, CommandKind::Chargeback, "pi_1".to_owned()));
         let yen = pi.replace("brl", "jpy");
         assert_eq!(normalise(PayloadFormat::Stripe, yen.as_bytes(), ENV).unwrap_err().field, "data.object.currency");
+    }
+
+    /// Stripe: a failed refund and a won dispute give the money back (reinstatements, each
+    /// with its own id); other refund updates are ignored; a test-mode event on a live
+    /// endpoint is refused when livemode is configured.
+    #[test]
+    fn stripe_reinstatements_and_livemode() {
+        let failed = r#"{"id":"evt_4","type":"charge.refund.updated","created":1700000000,"data":{"object":{"id":"re_1","object":"refund","payment_intent":"pi_1","amount":500,"currency":"brl","status":"failed"}}}"#;
+        let c = commands(normalise(PayloadFormat::Stripe, failed.as_bytes(), ENV).unwrap());
+        assert_eq!(
+            (c[0].kind, c[0].webhook_id.as_str(), c[0].key()),
+            (CommandKind::RefundFailed, "re_1/failed", "pi_1".into())
+        );
+        let pending = failed.replace("\"failed\"", "\"pending\"");
+        assert_eq!(
+            normalise(PayloadFormat::Stripe, pending.as_bytes(), ENV).unwrap(),
+            Normalised::Ignored("charge.refund.updated".into())
+        );
+        let won = r#"{"id":"evt_5","type":"charge.dispute.funds_reinstated","created":1700000000,"data":{"object":{"id":"dp_1","payment_intent":"pi_1","amount":1050,"currency":"brl"}}}"#;
+        let c = commands(normalise(PayloadFormat::Stripe, won.as_bytes(), ENV).unwrap());
+        assert_eq!((c[0].kind, c[0].amount.to_string().as_str()), (CommandKind::ChargebackWon, "10.50"));
+        let test_mode = won.replace("\"created\"", "\"livemode\":false,\"created\"");
+        let live = Envelope { livemode: Some(true), ..ENV };
+        assert_eq!(normalise(PayloadFormat::Stripe, test_mode.as_bytes(), live).unwrap_err().field, "livemode");
+        assert!(normalise(PayloadFormat::Stripe, test_mode.as_bytes(), ENV).is_ok());
+    }
+
+    /// A Pix webhook carries at most MAX_COMMANDS payments and refunds together: one entry
+    /// with too many refunds is refused like too many entries.
+    #[test]
+    fn pix_commands_are_bounded_refunds_included() {
+        let refunds: Vec<String> = (0..MAX_COMMANDS)
+            .map(|j| format!(r#"{{"id":"D{j}","valor":"0.01","horario":{{"solicitacao":"2026-01-03T00:00:00Z"}}}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"pix":[{{"endToEndId":"E1","txid":"0b6f3c0e8f434f4e9a577d2f1b2d3c4e","valor":"100.00","horario":"2026-01-02T03:04:05Z","devolucoes":[{}]}}]}}"#,
+            refunds.join(",")
+        );
+        assert_eq!(normalise(PayloadFormat::Pix, body.as_bytes(), ENV).unwrap_err().field, "pix");
     }
 
     /// Pix: several payments and their refunds from one webhook, txid = installment hex.

@@ -68,8 +68,6 @@ impl std::fmt::Debug for Verifier {
 pub struct Verified {
     /// The webhook's id, when the scheme carries one (`webhook-id`).
     pub webhook_id: Option<String>,
-    /// The signed timestamp, when the scheme carries one.
-    pub timestamp: Option<i64>,
 }
 
 /// Headers as the verifier needs them: looked up case-insensitively by name.
@@ -87,18 +85,7 @@ impl HeaderLookup for axum::http::HeaderMap {
 impl Verifier {
     /// Builds the verifier of a provider. Fails on a secret that cannot be decoded.
     pub fn new(provider: &ProviderConfig, tolerance_s: u64) -> Result<Self, String> {
-        let keys = provider
-            .secrets
-            .iter()
-            .map(|secret| match provider.scheme {
-                SignatureScheme::StandardWebhooks => {
-                    let encoded = secret.expose().strip_prefix("whsec_").ok_or("secret must start with whsec_")?;
-                    BASE64.decode(encoded).map_err(|_| "secret is not base64 after whsec_")
-                }
-                // Stripe signs with the secret string as given, prefix included.
-                SignatureScheme::Stripe | SignatureScheme::HmacSha256 => Ok(secret.expose().as_bytes().to_vec()),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let keys = provider.signing_keys()?;
         Ok(Self {
             scheme: provider.scheme,
             keys,
@@ -140,7 +127,7 @@ impl Verifier {
             return Err(SignatureError::MalformedHeader("webhook-signature"));
         }
         self.match_any(&[id.as_bytes(), b".", ts_text.as_bytes(), b".", body], &candidates)?;
-        Ok(Verified { webhook_id: Some(id.to_owned()), timestamp: Some(timestamp) })
+        Ok(Verified { webhook_id: Some(id.to_owned()) })
     }
 
     fn verify_stripe(&self, headers: &impl HeaderLookup, body: &[u8], now: i64) -> Result<Verified, SignatureError> {
@@ -170,7 +157,7 @@ impl Verifier {
         }
         self.check_timestamp(ts, now)?;
         self.match_any(&[ts_text.as_bytes(), b".", body], &candidates)?;
-        Ok(Verified { webhook_id: None, timestamp: Some(ts) })
+        Ok(Verified { webhook_id: None })
     }
 
     fn verify_hmac(&self, headers: &impl HeaderLookup, body: &[u8], now: i64) -> Result<Verified, SignatureError> {
@@ -196,11 +183,11 @@ impl Verifier {
                 let ts: i64 = ts_text.parse().map_err(|_| SignatureError::MalformedHeader("timestamp header"))?;
                 self.check_timestamp(ts, now)?;
                 self.match_any(&[ts_text.as_bytes(), b".", body], &candidates)?;
-                Ok(Verified { webhook_id: None, timestamp: Some(ts) })
+                Ok(Verified { webhook_id: None })
             }
             None => {
                 self.match_any(&[body], &candidates)?;
-                Ok(Verified { webhook_id: None, timestamp: None })
+                Ok(Verified { webhook_id: None })
             }
         }
     }

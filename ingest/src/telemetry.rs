@@ -68,3 +68,23 @@ impl Produced {
 pub fn in_flight(delta: f64) {
     metrics::gauge!("paystream_ingest_in_flight_requests").increment(delta);
 }
+
+/// A signed webhook that could not be normalised was kept whole (a dead letter to be).
+pub struct WebhookHeld<'a> {
+    /// Configured provider name.
+    pub provider: &'a str,
+    /// What could not be normalised.
+    pub reason: &'a str,
+}
+
+impl WebhookHeld<'_> {
+    /// Logs (warn: genuine money paystream could not apply) and counts.
+    pub fn emit(&self) {
+        tracing::warn!(
+            provider = self.provider,
+            reason = self.reason,
+            "signed webhook kept whole: it cannot be normalised"
+        );
+        metrics::counter!("paystream_ingest_webhooks_held_total", "provider" => self.provider.to_owned()).increment(1);
+    }
+}

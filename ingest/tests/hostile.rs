@@ -147,7 +147,7 @@ proptest! {
     /// Any body to any normaliser: commands, "ignored", or a 400 naming a field; never a panic.
     #[test]
     fn normalisers_never_panic(format in formats(), body in body()) {
-        let envelope = Envelope { provider: "p", webhook_id: Some("msg_1"), received_at_ms: NOW * 1000 };
+        let envelope = Envelope { provider: "p", webhook_id: Some("msg_1"), received_at_ms: NOW * 1000, livemode: None };
         let _ = normalise(format, &body, envelope);
     }
 }

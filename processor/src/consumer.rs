@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
-use rdkafka::message::Message as _;
+use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
@@ -32,7 +32,8 @@ use paystream_common::Shutdown;
 
 use crate::apply::{apply_batch, apply_parts, dead_letter_one, wake_relay, Message, Source};
 use crate::error::{ApplyError, ProcessorError};
-use crate::telemetry;
+use crate::{pending, telemetry};
+use paystream_common::command_auth::{self, CommandAuth};
 
 /// Handles rebalances: a revoked partition's worker is told to abandon what it has queued (the
 /// new owner reads it again from the committed offset), and, when configured, an assigned
@@ -201,6 +202,14 @@ pub async fn consume(config: &Config, pool: Pool, shutdown: Shutdown) -> Result<
     consumer.subscribe(&[&config.kafka.inbound_topic])?;
     tracing::info!(topic = %config.kafka.inbound_topic, group = %config.processor.group_id, "processor consuming");
 
+    let template = Source {
+        group: config.processor.group_id.clone(),
+        topic: config.kafka.inbound_topic.clone(),
+        partition: -1,
+        events_topic: config.kafka.events_topic.clone(),
+        deadletter_topic: config.kafka.deadletter_topic.clone(),
+        auth: Arc::new(CommandAuth::new(&config.kafka.command_keys)),
+    };
     let mut workers: HashMap<i32, (mpsc::UnboundedSender<Queued>, Arc<AtomicBool>)> = HashMap::new();
     // The bound on what is received and not yet committed: each message holds a permit until
     // its batch committed or was abandoned.
@@ -217,9 +226,12 @@ pub async fn consume(config: &Config, pool: Pool, shutdown: Shutdown) -> Result<
             pool: pool.clone(),
             transaction_max: config.processor.transaction_max,
             stop: fatal.clone(),
+            template: template.clone(),
         };
         tasks.spawn(committer.run());
     }
+    // Held reversals whose payment arrived while a follow-up was missed (a crash).
+    let sweep = tokio::spawn(pending::sweep(pool.clone(), template.clone(), fatal.clone()));
     // Only the committers hold the queue's receiving end: once the last of them stopped, a
     // batch still queued is dropped with it and its worker learns that nothing will commit
     // it. Held here as well, a batch handed over just as the committers stopped waited for
@@ -248,7 +260,15 @@ pub async fn consume(config: &Config, pool: Pool, shutdown: Shutdown) -> Result<
                     }
                 };
                 let partition = m.partition();
-                let message = Message { offset: m.offset(), payload: m.payload().map(<[u8]>::to_vec) };
+                let mac = m.headers().and_then(|headers| {
+                    headers.iter().find(|h| h.key == command_auth::HEADER).and_then(|h| h.value.map(<[u8]>::to_vec))
+                });
+                let message = Message {
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec),
+                    mac,
+                };
                 drop(m);
                 // Backpressure: wait until committed batches make room.
                 let permit = tokio::select! {
@@ -266,13 +286,7 @@ pub async fn consume(config: &Config, pool: Pool, shutdown: Shutdown) -> Result<
                 let (sender, _) = workers.entry(partition).or_insert_with(|| {
                     let (tx, rx) = mpsc::unbounded_channel();
                     let live = consumer.context().live_flag(partition);
-                    let source = Source {
-                        group: config.processor.group_id.clone(),
-                        topic: config.kafka.inbound_topic.clone(),
-                        partition,
-                        events_topic: config.kafka.events_topic.clone(),
-                        deadletter_topic: config.kafka.deadletter_topic.clone(),
-                    };
+                    let source = Source { partition, ..template.clone() };
                     let worker = Worker {
                         source,
                         commit: commit.clone(),
@@ -302,6 +316,7 @@ pub async fn consume(config: &Config, pool: Pool, shutdown: Shutdown) -> Result<
             tracing::error!(%error, "partition worker stopped with an error");
         }
     }
+    let _ = sweep.await;
     // Commit whatever offsets were stored, so that a restart replays as little as possible.
     let _ = consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync);
     result
@@ -326,6 +341,8 @@ struct Committer {
     pool: Pool,
     transaction_max: usize,
     stop: Shutdown,
+    /// Topics and keys for the follow-up of held reversals.
+    template: Source,
 }
 
 impl Committer {
@@ -370,6 +387,7 @@ impl Committer {
                         elapsed: started.elapsed(),
                     }
                     .emit();
+                    pending::follow_up(&self.pool, &self.template, &outcome.pending_keys).await;
                     Ok(())
                 }
                 Err(error) => Err(error.to_string()),
@@ -406,42 +424,61 @@ impl Worker {
     ///   transactions and it is not compacted), so the messages in between were never
     ///   delivered and would never be applied.
     ///
-    /// When the database or the broker cannot answer, the partition runs unchecked (a warning
-    /// says so).
-    async fn check_position(&self, first: i64) -> Result<(), ProcessorError> {
+    /// The partition waits (and retries) until the database and the broker answer; `None`
+    /// when the processor stops meanwhile. The applying transaction checks the position again
+    /// for every batch (`ApplyError::Gap`).
+    async fn check_position(&self, first: i64) -> Result<Option<()>, ProcessorError> {
         let source = &self.source;
-        let stored =
-            stored_positions(&self.pool, &source.group, &source.topic, std::slice::from_ref(&source.partition));
-        let stored = match tokio::time::timeout(Duration::from_secs(5), stored).await {
-            Ok(Ok(rows)) => rows.first().map(|&(_, stored)| stored),
-            Ok(Err(error)) => {
-                tracing::warn!(partition = source.partition, %error, "cannot read the stored position; not checked against the log");
-                return Ok(());
-            }
-            Err(_) => {
-                tracing::warn!(
-                    partition = source.partition,
-                    "reading the stored position timed out; not checked against the log"
-                );
-                return Ok(());
-            }
-        };
-        if stored.is_some_and(|stored| first == stored) {
-            return Ok(()); // the usual case: resuming exactly where the database left off
-        }
-        let (consumer, topic, partition) = (self.consumer.clone(), source.topic.clone(), source.partition);
-        let watermarks =
-            tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5)))
+        let partition = source.partition;
+        // Fails closed: the partition waits until the database and the broker both answer,
+        // rather than run unchecked (a restored database at a slow moment would otherwise
+        // be skipped past).
+        let mut attempt: u32 = 0;
+        let (stored, (start, end)) = loop {
+            let answer = async {
+                let stored =
+                    stored_positions(&self.pool, &source.group, &source.topic, std::slice::from_ref(&partition));
+                let stored = tokio::time::timeout(Duration::from_secs(5), stored)
+                    .await
+                    .map_err(|_| "reading the stored position timed out".to_owned())??
+                    .first()
+                    .map(|&(_, stored)| stored);
+                if stored == Some(first) {
+                    // The usual case: resuming exactly where the database left off.
+                    return Ok::<_, String>((stored, (first, first)));
+                }
+                let (consumer, topic) = (self.consumer.clone(), source.topic.clone());
+                let watermarks = tokio::task::spawn_blocking(move || {
+                    consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5))
+                })
                 .await
-                .map_err(|e| e.to_string())
-                .and_then(|watermarks| watermarks.map_err(|e| e.to_string()));
-        let (start, end) = match watermarks {
-            Ok(watermarks) => watermarks,
-            Err(error) => {
-                tracing::warn!(partition, %error, "cannot read the bounds of the log; stored position not checked");
-                return Ok(());
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+                Ok((stored, watermarks))
+            }
+            .await;
+            match answer {
+                Ok(answer) => break answer,
+                Err(error) => {
+                    attempt += 1;
+                    telemetry::BatchRetried {
+                        partition,
+                        error: &format_args!("checking the stored position: {error}"),
+                        attempt,
+                    }
+                    .emit();
+                    let backoff =
+                        self.backoff_max.min(Duration::from_millis(100u64.saturating_mul(u64::from(attempt))));
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return Ok(None),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                }
             }
         };
+        if stored == Some(first) {
+            return Ok(Some(()));
+        }
         if let Some(stored) = stored.filter(|&stored| stored > end) {
             return Err(ProcessorError::PositionBeyondLog {
                 group: source.group.clone(),
@@ -467,17 +504,20 @@ impl Worker {
                 first,
             });
         }
-        Ok(())
+        Ok(Some(()))
     }
 
     /// Applies the partition's messages from `rx`, the first of which is at offset `first`.
     async fn run(self, first: i64, mut rx: mpsc::UnboundedReceiver<Queued>) -> Result<(), ProcessorError> {
-        self.check_position(first).await?;
+        if self.check_position(first).await?.is_none() {
+            return Ok(()); // stopping
+        }
         let mut batch: Vec<Message> = Vec::with_capacity(self.batch_max);
         // Released (room for more messages) once the batch committed or was abandoned.
         let mut permits: Vec<OwnedSemaphorePermit> = Vec::with_capacity(self.batch_max);
-        // Brokers may deliver the tail of a fetch again (the local broker does after a
-        // seek); an offset at or below the last one queued here is such a repeat.
+        // A consumer may be handed records it was handed already (librdkafka refetches after
+        // a seek or a broker failover); an offset at or below the last one queued here is
+        // such a repeat, and dropping it is right on any broker.
         let mut last_offset = i64::MIN;
         loop {
             batch.clear();
@@ -572,6 +612,7 @@ impl Worker {
                         elapsed: started.elapsed(),
                     }
                     .emit();
+                    pending::follow_up(&self.pool, &self.source, &outcome.pending_keys).await;
                     return Ok(true);
                 }
                 Err(error) => error,

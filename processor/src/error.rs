@@ -18,9 +18,28 @@ pub enum ApplyError {
     /// A batch's offsets do not ascend: a bug in the consumer loop.
     #[error("batch offsets of partition {0} do not ascend")]
     OutOfOrder(i32),
-    /// An event could not be encoded: a bug or a schema problem.
+    /// An event could not be encoded: the command that made it is dead-lettered (validation
+    /// refuses what the wire cannot carry, so this is a bug or a schema problem).
     #[error("cannot encode event: {0}")]
     Encode(#[from] paystream_schemas::SchemaError),
+    /// The batch starts past its partition's stored position: the messages in between were
+    /// never delivered, and applying it would leave them out for good.
+    #[error(
+        "partition {partition}: the batch starts at offset {first} but the next offset to apply is {next}; the \
+         messages in between were never delivered (a database restored under the group's committed offsets, or \
+         retention ahead of the processor). Nothing was applied past the gap"
+    )]
+    Gap {
+        /// The partition.
+        partition: i32,
+        /// The stored next offset.
+        next: i64,
+        /// The batch's first offset.
+        first: i64,
+    },
+    /// A status in the database this code does not know: a newer schema or a hand edit.
+    #[error("unknown status {0:?} in the database")]
+    UnknownStatus(String),
 }
 
 impl ApplyError {
@@ -29,7 +48,10 @@ impl ApplyError {
         match self {
             Self::Db(e) => classify(e),
             Self::Pool(_) => Disposition::Retry,
-            Self::Unbalanced(_) | Self::Encode(_) | Self::OutOfOrder(_) => Disposition::Fatal,
+            // The message made an event the wire cannot carry: isolated and dead-lettered,
+            // never a stop of every partition.
+            Self::Encode(_) => Disposition::Reject,
+            Self::Unbalanced(_) | Self::OutOfOrder(_) | Self::Gap { .. } | Self::UnknownStatus(_) => Disposition::Fatal,
         }
     }
 }

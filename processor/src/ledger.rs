@@ -27,6 +27,13 @@ pub fn customer_credit(customer: Uuid) -> String {
     format!("customer_credit:{customer}")
 }
 
+/// Money a provider collected that could not be applied (unknown installment, wrong
+/// currency, closed contract): a suspense liability, found by `account_balances`, returned
+/// by a refund or applied by hand.
+pub fn unapplied_cash(provider: &str) -> String {
+    format!("unapplied_cash:{provider}")
+}
+
 /// Where a contract's principal went when it was disbursed.
 pub fn disbursement(currency: &str) -> String {
     format!("disbursement:{currency}")

@@ -13,8 +13,11 @@ mod consumer;
 pub mod error;
 pub mod ledger;
 pub mod outbox;
+pub mod pending;
+pub mod rules;
 pub mod seed;
 mod telemetry;
+pub mod writes;
 
 use std::time::Duration;
 

@@ -36,6 +36,7 @@ impl BatchApplied<'_> {
         count("applied", o.applied);
         count("rejected", o.rejected);
         count("reversed", o.reversed);
+        count("held", o.held);
         count("duplicate", o.duplicates);
         count("dead_lettered", o.dead_lettered);
         count("skipped", o.skipped);
@@ -76,4 +77,29 @@ pub fn rebalance(kind: &'static str, partitions: &[i32]) {
 /// are few). Assigned partitions only; a revoked one keeps its last value until reassigned.
 pub fn lag(partition: i32, messages: i64) {
     metrics::gauge!("paystream_processor_lag_messages", "partition" => partition.to_string()).set(messages as f64);
+}
+
+/// Held reversals were applied after their payment was recorded.
+pub struct HeldApplied<'a> {
+    /// What the transaction did.
+    pub outcome: &'a Outcome,
+}
+
+impl HeldApplied<'_> {
+    /// Counts them.
+    pub fn emit(&self) {
+        let o = self.outcome;
+        metrics::counter!("paystream_processor_messages_total", "outcome" => "held_applied").increment(o.reversed);
+        if o.rejected > 0 {
+            metrics::counter!("paystream_processor_messages_total", "outcome" => "rejected").increment(o.rejected);
+        }
+        metrics::counter!("paystream_processor_events_written_total").increment(o.events);
+    }
+}
+
+/// Reversals held for a payment not recorded yet, and the age of the oldest (sampled every
+/// sweep): a reversal held for long is a payment that never arrived.
+pub fn pending_reversals(count: i64, oldest_age_seconds: f64) {
+    metrics::gauge!("paystream_processor_pending_reversals").set(count as f64);
+    metrics::gauge!("paystream_processor_pending_reversal_oldest_age_seconds").set(oldest_age_seconds);
 }

@@ -9,9 +9,14 @@
 -- second WAL record per row (measured: the drain rose from about 80,000 to 98,000-118,000
 -- events/s without it).
 -- $3 is the last id this transaction took (0 at its start): its own deleted rows are not dead
--- yet, and without the bound every batch of a chain would walk past all of them again. A row
--- below $3 that commits late is taken by the next transaction. Order within a lane is by id,
--- which is commit order for any one aggregate (its rows are written under its lock).
+-- yet, and without the bound every batch of a chain would walk past all of them again.
+-- Ids are given out before commit, so a row below $3 can commit after the rows above it were
+-- taken: its aggregate's next row (written under the aggregate's lock, so after that commit,
+-- with a higher id) may then be visible too, and taking it in this chain would publish the
+-- aggregate's later event before its earlier one. So a chained batch ($3 > 0) takes nothing
+-- when a row below $3 of these lanes is visible (this transaction's own deleted rows are not:
+-- any visible one committed late); the transaction then commits what it published, and the
+-- next one starts from the oldest row, in id order.
 -- The inner scan must walk the primary key in id order and stop after $2 rows, however stale
 -- the statistics of this queue table are: the relay's session disables sorts for that. The
 -- rows are found again by ctid (no second index lookup), and RETURNING does not keep the
@@ -22,6 +27,7 @@ WHERE ctid = ANY (ARRAY(
     SELECT ctid
     FROM paystream.outbox
     WHERE lane = ANY($1::smallint[]) AND id > $3
+      AND NOT EXISTS (SELECT 1 FROM paystream.outbox late WHERE late.lane = ANY($1::smallint[]) AND late.id < $3)
     ORDER BY id
     LIMIT $2
 ))

@@ -18,6 +18,14 @@ use crate::telemetry;
 /// Advisory-lock namespace of outbox lanes (first key of the two-key form).
 const LANE_LOCK_NAMESPACE: i32 = 0x5053_4c4e; // "PSLN"
 
+/// Advisory-lock namespace of relay sessions' presence locks (one per session, keyed by its
+/// backend pid): what the relays count to share the lanes.
+const PRESENCE_LOCK_NAMESPACE: i32 = 0x5053_5250; // "PSRP"
+
+/// Claim intervals a lane may stay without an owner before any relay takes it, whatever
+/// its share: shares are computed from counts that can be a moment stale.
+const FREE_LANE_GRACE_CLAIMS: u32 = 2;
+
 /// Why draining stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -128,6 +136,7 @@ impl<'a> Iterator for BatchRecords<'a> {
             payload: frame.payload,
             headers: event_headers(&frame.event_id, frame.event_type, frame.payload),
             timestamp: Some(*created_ms),
+            event_id: frame.event_id,
         })
     }
 }
@@ -145,50 +154,67 @@ pub async fn drain(
     // The outbox is a queue table: its statistics are usually those of an empty table, and a
     // planner that believes them sorts every pending row of a lane to return the oldest few.
     // Without sorts the only plan left is the primary key in id order, stopping at the limit.
-    client.batch_execute("LISTEN paystream_outbox; SET enable_sort = off").await?;
+    client.batch_execute(&format!("{}; SET enable_sort = off", paystream_common::outbox::LISTEN)).await?;
+    let presence = client.prepare(include_str!("../sql/relay_presence_lock.sql")).await?;
+    client.query_one(&presence, &[&PRESENCE_LOCK_NAMESPACE]).await?;
     readiness.set(true);
     let take = client.prepare(include_str!("../sql/outbox_take_batch.sql")).await?;
     let try_lock = client.prepare(include_str!("../sql/outbox_lane_try_lock.sql")).await?;
     let backlog = client.prepare(include_str!("../sql/outbox_backlog_select.sql")).await?;
     let count_live = client.prepare(include_str!("../sql/relay_count_live.sql")).await?;
     let unlock = client.prepare(include_str!("../sql/outbox_lane_unlock.sql")).await?;
+    let lanes_held = client.prepare(include_str!("../sql/outbox_lanes_held.sql")).await?;
     let batch_rows = i64::try_from(config.relay.batch_rows).unwrap_or(i64::MAX);
     let poll = Duration::from_millis(config.relay.poll_interval_ms);
     let claim_every = Duration::from_millis(config.relay.lane_claim_interval_ms);
 
     let mut owned: BTreeSet<i16> = BTreeSet::new();
+    // Claim rounds each lane has been seen without an owner.
+    let mut free_rounds: BTreeMap<i16, u32> = BTreeMap::new();
     // Lanes with an unreadable row, and when to try each again.
     let mut held: BTreeMap<i16, Instant> = BTreeMap::new();
     let mut next_claim = Instant::now();
     let mut next_backlog = Instant::now();
     while !shutdown.is_cancelled() {
         if Instant::now() >= next_claim {
-            // Fair share: each of the live relays owns at most ceil(lanes / relays). Extra lanes
-            // are released between transactions (never while one of their rows is in flight), and
-            // free lanes are taken up to the share, so N relays split the work and a dead
-            // relay's lanes are taken over within one claim interval.
+            // Fair share: each of the live relay sessions (counted by their presence locks)
+            // owns at most ceil(lanes / sessions). Extra lanes are released between
+            // transactions (never while one of their rows is in flight), and free lanes are
+            // taken up to the share, so N relays split the work and a dead relay's lanes are
+            // taken over within one claim interval. A lane nobody has owned for a few rounds
+            // is taken whatever the share, so that a stale count never leaves one undrained.
             // This process's own workers count even before all of them connected, so that the
             // first to connect does not take every lane only to give half back later.
-            let live: i32 = client.query_one(&count_live, &[]).await?.get(0);
+            let live: i32 = client.query_one(&count_live, &[&PRESENCE_LOCK_NAMESPACE]).await?.get(0);
             let live = usize::try_from(live).unwrap_or(1).max(config.relay.workers);
             let share = (OUTBOX_LANES as usize).div_ceil(live);
             while owned.len() > share {
                 let Some(lane) = owned.pop_last() else { break };
                 client.query_one(&unlock, &[&LANE_LOCK_NAMESPACE, &i32::from(lane)]).await?;
             }
+            let held_now: BTreeSet<i32> =
+                client.query(&lanes_held, &[&LANE_LOCK_NAMESPACE]).await?.iter().map(|r| r.get(0)).collect();
+            for lane in 0..OUTBOX_LANES {
+                if held_now.contains(&i32::from(lane)) {
+                    free_rounds.remove(&lane);
+                } else {
+                    *free_rounds.entry(lane).or_default() += 1;
+                }
+            }
             // Start at a different lane per relay and worker so that they do not all race for
             // lane 0.
             let lanes = OUTBOX_LANES as usize;
             let start = ((std::process::id() as usize + worker * lanes / config.relay.workers) % lanes) as i16;
             for i in 0..OUTBOX_LANES {
-                if owned.len() >= share {
-                    break;
-                }
                 let lane = (start + i) % OUTBOX_LANES;
-                if !owned.contains(&lane)
-                    && client.query_one(&try_lock, &[&LANE_LOCK_NAMESPACE, &i32::from(lane)]).await?.get::<_, bool>(0)
+                let abandoned = free_rounds.get(&lane).is_some_and(|&rounds| rounds > FREE_LANE_GRACE_CLAIMS);
+                if owned.contains(&lane) || held_now.contains(&i32::from(lane)) || (owned.len() >= share && !abandoned)
                 {
+                    continue;
+                }
+                if client.query_one(&try_lock, &[&LANE_LOCK_NAMESPACE, &i32::from(lane)]).await?.get::<_, bool>(0) {
                     owned.insert(lane);
+                    free_rounds.remove(&lane);
                 }
             }
             telemetry::lanes_owned(worker, owned.len());
@@ -257,6 +283,13 @@ pub async fn drain(
                     held.insert(lane, Instant::now() + UNREADABLE_LANE_HOLD);
                     continue;
                 }
+                Some(Unpublished::Undelivered(error)) if error.is_permanent() && error.event_id.is_some() => {
+                    // Refused for good: the event is parked with the broker's answer, its row
+                    // keeps the others, and the lane goes on at once.
+                    tx.rollback().await?;
+                    park(&mut client, &lanes, &error).await?;
+                    continue;
+                }
                 Some(error) => {
                     tx.rollback().await?;
                     telemetry::batch_failed(&error);
@@ -289,6 +322,50 @@ pub async fn drain(
     }
     Ok(())
 }
+/// Moves the event `error` names out of its row into `outbox_parked`: the row is found
+/// among the oldest rows of `lanes` (the failed batch's), rewritten without the event, or
+/// deleted when it was the only one. One transaction; the lane owner is the only writer of
+/// its rows, so nothing races it.
+async fn park(client: &mut tokio_postgres::Client, lanes: &[i16], error: &Undelivered) -> Result<(), RelayError> {
+    let Some(event_id) = error.event_id else { return Ok(()) };
+    let tx = client.transaction().await?;
+    let find = tx.prepare(include_str!("../sql/outbox_select_lane_rows.sql")).await?;
+    for row in tx.query(&find, &[&lanes]).await? {
+        let frames: &[u8] = row.get(3);
+        let parsed: Vec<Frame<'_>> = Frames::new(frames).filter_map(Result::ok).collect();
+        let Some(bad) = parsed.iter().find(|f| f.event_id == event_id) else { continue };
+        let id: i64 = row.get(0);
+        let park = tx.prepare(include_str!("../sql/outbox_park_event.sql")).await?;
+        let reason = error.to_string();
+        tx.execute(&park, &[&id, &bad.key, &bad.event_id, &bad.event_type, &bad.payload, &reason]).await?;
+        let mut rest = Vec::with_capacity(frames.len());
+        let mut kept: i16 = 0;
+        for frame in parsed.iter().filter(|f| f.event_id != event_id) {
+            paystream_common::outbox::push_frame(
+                &mut rest,
+                frame.key,
+                &frame.event_id,
+                frame.event_type,
+                frame.payload,
+            );
+            kept += 1;
+        }
+        if kept == 0 {
+            let delete = tx.prepare(include_str!("../sql/outbox_delete_row.sql")).await?;
+            tx.execute(&delete, &[&id]).await?;
+        } else {
+            let update = tx.prepare(include_str!("../sql/outbox_update_frames.sql")).await?;
+            tx.execute(&update, &[&id, &rest, &kept]).await?;
+        }
+        tx.commit().await?;
+        telemetry::event_parked(id, &event_id, error);
+        return Ok(());
+    }
+    // Not among the lanes' oldest rows: left as it is; the batch is retried.
+    tx.rollback().await?;
+    Ok(())
+}
+
 /// The headers of an event record: `event_id`, `event_type`, and `schema_fingerprint`, the
 /// writer schema's 8 fingerprint bytes as they stand in the single-object value
 /// (little-endian), in hex: what fastavro's and Java's fingerprint functions print.

@@ -18,6 +18,7 @@ use rdkafka::message::{Message as _, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use paystream_common::config::KafkaConfig;
 use paystream_common::kafka;
@@ -29,12 +30,42 @@ use paystream_common::kafka;
 pub struct Undelivered {
     error: String,
     topic: String,
+    /// The client's or the broker's error code, when there is one.
+    pub code: Option<RDKafkaErrorCode>,
+    /// The `event_id` of the record, when known.
+    pub event_id: Option<Uuid>,
 }
 
 impl Undelivered {
     pub(crate) fn new(error: impl std::fmt::Display, topic: &str) -> Self {
-        Self { error: error.to_string(), topic: topic.to_owned() }
+        Self { error: error.to_string(), topic: topic.to_owned(), code: None, event_id: None }
     }
+
+    fn of(error: &KafkaError, topic: &str, event_id: Option<Uuid>) -> Self {
+        Self { error: error.to_string(), topic: topic.to_owned(), code: error.rdkafka_error_code(), event_id }
+    }
+
+    /// Whether the broker (or the client, before sending) refuses this record for good:
+    /// sending it again can only fail again. Such a record is parked, not retried forever.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self.code,
+            Some(
+                RDKafkaErrorCode::MessageSizeTooLarge
+                    | RDKafkaErrorCode::InvalidRecord
+                    | RDKafkaErrorCode::MessageBatchTooLarge
+                    | RDKafkaErrorCode::InvalidTimestamp
+                    | RDKafkaErrorCode::InvalidMessageSize
+            )
+        )
+    }
+}
+
+/// The `event_id` header of a record, parsed.
+fn event_id_of(headers: Option<&rdkafka::message::BorrowedHeaders>) -> Option<Uuid> {
+    use rdkafka::message::Headers as _;
+    let header = headers?.iter().find(|h| h.key == "event_id")?;
+    std::str::from_utf8(header.value?).ok()?.parse().ok()
 }
 
 /// One record of a batch.
@@ -49,6 +80,8 @@ pub struct Record<'a> {
     pub headers: OwnedHeaders,
     /// Kafka timestamp (ms since the epoch); `None` lets the client stamp it.
     pub timestamp: Option<i64>,
+    /// The event's id (also in its headers), to say which record failed.
+    pub event_id: Uuid,
 }
 
 /// The delivery reports of one batch (opaque outside this module).
@@ -81,7 +114,7 @@ impl ProducerContext for BatchContext {
     fn delivery(&self, result: &DeliveryResult<'_>, acks: Arc<Acks>) {
         if let Err((error, message)) = result {
             let mut failure = acks.failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            failure.get_or_insert_with(|| Undelivered::new(error, message.topic()));
+            failure.get_or_insert_with(|| Undelivered::of(error, message.topic(), event_id_of(message.headers())));
         }
         acks.settle_one();
     }
@@ -120,6 +153,7 @@ impl Producer {
         let mut sent = 0;
         let mut refused = None;
         for record in records {
+            let event_id = record.event_id;
             let mut base = BaseRecord::with_opaque_to(record.topic, acks.clone())
                 .key(record.key)
                 .payload(record.payload)
@@ -140,7 +174,7 @@ impl Producer {
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                     Err((error, back)) => {
-                        refused = Some(Undelivered::new(error, back.topic));
+                        refused = Some(Undelivered::of(&error, back.topic, Some(event_id)));
                         acks.settle_one();
                         break;
                     }

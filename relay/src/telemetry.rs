@@ -51,3 +51,9 @@ pub fn backlog(pending: i64, oldest_age_s: f64) {
     metrics::gauge!("paystream_relay_outbox_pending").set(pending as f64);
     metrics::gauge!("paystream_relay_outbox_oldest_age_seconds").set(oldest_age_s);
 }
+
+/// An event the broker refused for good was parked (`paystream.parked_events`).
+pub fn event_parked(outbox_id: i64, event_id: &uuid::Uuid, error: &dyn std::fmt::Display) {
+    tracing::error!(outbox_id, %event_id, %error, "event refused for good by the broker; parked in paystream.outbox_parked, its lane goes on");
+    metrics::counter!("paystream_relay_events_parked_total").increment(1);
+}

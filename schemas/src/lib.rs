@@ -12,4 +12,7 @@ mod types;
 
 pub use canonical::parsing_canonical_form;
 pub use codec::{decode, encode, fingerprint64, Record, SchemaError, WireSchema};
-pub use types::{CommandKind, DeadLetter, EventType, PaymentCommand, PaymentEvent};
+pub use types::{
+    decode_inbound, CommandKind, DeadLetter, EventType, Inbound, Invalid, PaymentCommand, PaymentEvent,
+    UnprocessableWebhook, MAX_AMOUNT_EXCLUSIVE, MAX_ID_LEN,
+};

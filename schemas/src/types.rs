@@ -17,16 +17,34 @@ static PAYMENT_COMMAND: LazyLock<WireSchema> =
 static PAYMENT_EVENT: LazyLock<WireSchema> =
     LazyLock::new(|| WireSchema::parse(include_str!("../avro/PaymentEvent.avsc")));
 static DEAD_LETTER: LazyLock<WireSchema> = LazyLock::new(|| WireSchema::parse(include_str!("../avro/DeadLetter.avsc")));
+static UNPROCESSABLE_WEBHOOK: LazyLock<WireSchema> =
+    LazyLock::new(|| WireSchema::parse(include_str!("../avro/UnprocessableWebhook.avsc")));
+
+/// The largest amount the wire carries: the schema's decimal has precision 20 and scale 2.
+pub const MAX_AMOUNT_EXCLUSIVE: Decimal = Decimal::from_parts(0xA764_0000, 0x0DE0_B6B3, 0, false, 0); // 1e18
+
+/// Longest id (webhook, payment, provider) a command may carry.
+pub const MAX_ID_LEN: usize = 128;
 
 /// What a payment command asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CommandKind {
     /// Money received for an installment.
     Payment,
-    /// The provider returned a payment to the payer.
+    /// The provider returned part or all of a payment to the payer; `amount` is this
+    /// refund's, and its `webhook_id` (a refund's own id) is what makes it happen once.
     Refund,
+    /// The provider says how much of a payment has been refunded in all (Stripe's
+    /// `charge.refunded` carries the charge's cumulative `amount_refunded`): the processor
+    /// books the difference to what it has booked as refunded, so that each partial refund
+    /// is booked once at its own amount whatever the deliveries.
+    RefundTotal,
     /// The payer disputed a card payment.
     Chargeback,
+    /// A refund that failed (or was canceled) after it was booked: the money came back.
+    RefundFailed,
+    /// A dispute won: the charged-back money came back.
+    ChargebackWon,
 }
 
 impl CommandKind {
@@ -35,18 +53,44 @@ impl CommandKind {
         match self {
             Self::Payment => "payment",
             Self::Refund => "refund",
+            Self::RefundTotal => "refund_total",
             Self::Chargeback => "chargeback",
+            Self::RefundFailed => "refund_failed",
+            Self::ChargebackWon => "chargeback_won",
         }
     }
 
+    /// Every kind, for tests and documentation.
+    pub const ALL: [Self; 6] =
+        [Self::Payment, Self::Refund, Self::RefundTotal, Self::Chargeback, Self::RefundFailed, Self::ChargebackWon];
+
     fn parse(s: &str) -> Result<Self, SchemaError> {
-        match s {
-            "payment" => Ok(Self::Payment),
-            "refund" => Ok(Self::Refund),
-            "chargeback" => Ok(Self::Chargeback),
-            other => Err(SchemaError::Field { field: "kind", problem: format!("unknown kind {other:?}") }),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| SchemaError::Field { field: "kind", problem: format!("unknown kind {s:?}") })
     }
+
+    /// Whether it takes money back from a payment (a refund or a chargeback).
+    pub fn is_reversal(self) -> bool {
+        matches!(self, Self::Refund | Self::RefundTotal | Self::Chargeback)
+    }
+
+    /// Whether it undoes a reversal (the money came back).
+    pub fn is_reinstatement(self) -> bool {
+        matches!(self, Self::RefundFailed | Self::ChargebackWon)
+    }
+}
+
+/// Why a command breaks the contract's rules (the same whether ingest built it or a
+/// producer wrote it to the topic).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct Invalid {
+    /// The field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: &'static str,
 }
 
 /// A normalised payment command (topic `paystream.payments.inbound.v1`).
@@ -75,6 +119,39 @@ pub struct PaymentCommand {
 }
 
 impl PaymentCommand {
+    /// Checks the contract's rules: ids of 1-128 printable characters, a positive amount of
+    /// at most 2 decimal places that the wire can carry, an ISO 4217 code, an installment for
+    /// a payment. Ingest checks what it builds, the processor what it reads: a command that
+    /// fails is dead-lettered, never applied or half-applied.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let id = |field: &'static str, value: &str| {
+            if value.is_empty() || value.len() > MAX_ID_LEN || value.chars().any(char::is_control) {
+                Err(Invalid { field, problem: "must be 1-128 printable characters" })
+            } else {
+                Ok(())
+            }
+        };
+        id("webhook_id", &self.webhook_id)?;
+        id("provider", &self.provider)?;
+        id("payment_id", &self.payment_id)?;
+        if self.amount <= Decimal::ZERO {
+            return Err(Invalid { field: "amount", problem: "must be positive" });
+        }
+        if self.amount.normalize().scale() > AMOUNT_SCALE {
+            return Err(Invalid { field: "amount", problem: "at most 2 decimal places" });
+        }
+        if self.amount >= MAX_AMOUNT_EXCLUSIVE {
+            return Err(Invalid { field: "amount", problem: "too large (at most 18 digits before the point)" });
+        }
+        if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(Invalid { field: "currency", problem: "must be an ISO 4217 code" });
+        }
+        if self.kind == CommandKind::Payment && self.installment_id.is_none() {
+            return Err(Invalid { field: "installment_id", problem: "a payment names its installment" });
+        }
+        Ok(())
+    }
+
     /// The Kafka key: the installment id, or the payment id when the installment is not known
     /// at the edge (a dispute), so that all commands of one payment stay on one partition.
     pub fn key(&self) -> String {
@@ -166,6 +243,10 @@ pub enum EventType {
     ContractSettled,
     /// A second payment reached an installment already paid; the money is kept as credit.
     SuspectedDuplicatePayment,
+    /// A reversal of a settled contract's payment made it owe again: it is active again.
+    ContractReopened,
+    /// A reversal was undone (a dispute won, a refund that failed): the money is back.
+    PaymentReinstated,
 }
 
 impl EventType {
@@ -178,20 +259,26 @@ impl EventType {
             Self::InstallmentPaid => "InstallmentPaid",
             Self::ContractSettled => "ContractSettled",
             Self::SuspectedDuplicatePayment => "SuspectedDuplicatePayment",
+            Self::ContractReopened => "ContractReopened",
+            Self::PaymentReinstated => "PaymentReinstated",
         }
     }
 
+    /// Every event type, for tests and documentation.
+    pub const ALL: [Self; 8] = [
+        Self::PaymentApplied,
+        Self::PaymentRejected,
+        Self::PaymentReversed,
+        Self::InstallmentPaid,
+        Self::ContractSettled,
+        Self::SuspectedDuplicatePayment,
+        Self::ContractReopened,
+        Self::PaymentReinstated,
+    ];
+
     /// Parses a wire name.
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "PaymentApplied" => Self::PaymentApplied,
-            "PaymentRejected" => Self::PaymentRejected,
-            "PaymentReversed" => Self::PaymentReversed,
-            "InstallmentPaid" => Self::InstallmentPaid,
-            "ContractSettled" => Self::ContractSettled,
-            "SuspectedDuplicatePayment" => Self::SuspectedDuplicatePayment,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
     }
 }
 
@@ -374,6 +461,94 @@ impl Record for DeadLetter {
     }
 }
 
+/// A signed webhook ingest could not normalise, kept whole (topic
+/// `paystream.payments.inbound.v1`, beside the commands): the processor records it as a dead
+/// letter with its body, so that what a provider was told is durable is never lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnprocessableWebhook {
+    /// The provider's namespace.
+    pub provider: String,
+    /// The webhook's id, when its scheme carries one.
+    pub webhook_id: Option<String>,
+    /// What could not be normalised.
+    pub reason: String,
+    /// The body as received.
+    pub body: Vec<u8>,
+    /// When ingest accepted it (ms since the epoch).
+    pub received_at_ms: i64,
+}
+
+impl UnprocessableWebhook {
+    /// The Kafka key: where it lands does not matter to order, only that it lands.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.provider, self.webhook_id.as_deref().unwrap_or(""))
+    }
+}
+
+impl Record for UnprocessableWebhook {
+    fn schema() -> &'static WireSchema {
+        &UNPROCESSABLE_WEBHOOK
+    }
+
+    fn to_value(&self) -> Value {
+        Value::Record(vec![
+            ("provider".into(), Value::String(self.provider.clone())),
+            ("webhook_id".into(), opt_string(self.webhook_id.as_deref())),
+            ("reason".into(), Value::String(self.reason.clone())),
+            ("body".into(), Value::Bytes(self.body.clone())),
+            ("received_at".into(), Value::TimestampMillis(self.received_at_ms)),
+        ])
+    }
+
+    fn from_value(value: Value) -> Result<Self, SchemaError> {
+        let mut f = Fields::new(value)?;
+        Ok(Self {
+            provider: f.string("provider")?,
+            webhook_id: f.opt_string("webhook_id")?,
+            reason: f.string("reason")?,
+            body: f.bytes("body")?,
+            received_at_ms: f.millis("received_at")?,
+        })
+    }
+
+    fn write_body(&self, out: &mut Vec<u8>) -> Result<(), SchemaError> {
+        binary::bytes(out, self.provider.as_bytes());
+        binary::opt_string(out, self.webhook_id.as_deref());
+        binary::bytes(out, self.reason.as_bytes());
+        binary::bytes(out, &self.body);
+        binary::long(out, self.received_at_ms);
+        Ok(())
+    }
+
+    fn read_body(r: &mut Reader<'_>) -> Result<Self, SchemaError> {
+        Ok(Self {
+            provider: r.string("provider")?,
+            webhook_id: r.opt_string("webhook_id")?,
+            reason: r.string("reason")?,
+            body: r.bytes("body")?.to_vec(),
+            received_at_ms: r.long("received_at")?,
+        })
+    }
+}
+
+/// A record of the inbound topic: a command, or a webhook kept because it could not be one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// A normalised command.
+    Command(PaymentCommand),
+    /// A signed webhook ingest could not normalise.
+    Unprocessable(UnprocessableWebhook),
+}
+
+/// Decodes an inbound record, telling the two record types apart by their fingerprint.
+pub fn decode_inbound(bytes: &[u8]) -> Result<Inbound, SchemaError> {
+    let unprocessable = UnprocessableWebhook::schema().fingerprint.to_le_bytes();
+    if bytes.len() >= 10 && bytes[2..10] == unprocessable {
+        return crate::decode::<UnprocessableWebhook>(bytes).map(Inbound::Unprocessable);
+    }
+    crate::decode::<PaymentCommand>(bytes).map(Inbound::Command)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,6 +609,67 @@ mod tests {
         let bytes = encode(&command()).unwrap();
         for cut in 10..bytes.len() {
             assert!(decode::<PaymentCommand>(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    /// The inbound topic's two record types decode to what was written.
+    #[test]
+    fn inbound_records_are_told_apart() {
+        let kept = UnprocessableWebhook {
+            provider: "p".into(),
+            webhook_id: Some("evt_9".into()),
+            reason: "data.object.currency: only currencies with 2 decimal places are supported".into(),
+            body: b"{\"id\":\"evt_9\"}".to_vec(),
+            received_at_ms: 9,
+        };
+        assert_eq!(decode_inbound(&encode(&kept).unwrap()).unwrap(), Inbound::Unprocessable(kept));
+        assert_eq!(decode_inbound(&encode(&command()).unwrap()).unwrap(), Inbound::Command(command()));
+        assert!(decode_inbound(b"\x00poison").is_err());
+    }
+
+    /// The rules every command must meet, case by case; the largest amount the wire
+    /// carries is valid and encodes, one cent more is refused before anything is encoded.
+    #[test]
+    fn validation_rules() {
+        assert_eq!(command().validate(), Ok(()));
+        let largest: Decimal = "999999999999999999.99".parse().unwrap();
+        let mut c = command();
+        c.amount = largest;
+        assert_eq!(c.validate(), Ok(()));
+        assert!(encode(&c).is_ok());
+        c.amount = MAX_AMOUNT_EXCLUSIVE;
+        assert_eq!(c.validate().unwrap_err().field, "amount");
+        assert!(encode(&c).is_err(), "the encoder refuses what validation refuses");
+        type Breaks = fn(&mut PaymentCommand);
+        let cases: [(Breaks, &str); 8] = [
+            (|c| c.amount = Decimal::ZERO, "amount"),
+            (|c| c.amount = "-1".parse().unwrap(), "amount"),
+            (|c| c.amount = "1.001".parse().unwrap(), "amount"),
+            (|c| c.currency = "brl".into(), "currency"),
+            (|c| c.webhook_id = String::new(), "webhook_id"),
+            (|c| c.payment_id = "x".repeat(129), "payment_id"),
+            (|c| c.provider = "a\nb".into(), "provider"),
+            (|c| c.installment_id = None, "installment_id"),
+        ];
+        for (break_it, field) in cases {
+            let mut c = command();
+            break_it(&mut c);
+            assert_eq!(c.validate().unwrap_err().field, field);
+        }
+        let mut chargeback = command();
+        chargeback.kind = CommandKind::Chargeback;
+        chargeback.installment_id = None;
+        assert_eq!(chargeback.validate(), Ok(()), "a dispute may not know its installment");
+    }
+
+    /// Every kind and event type reads back from its wire name.
+    #[test]
+    fn wire_names_round_trip() {
+        for kind in CommandKind::ALL {
+            assert_eq!(CommandKind::parse(kind.as_str()).unwrap(), kind);
+        }
+        for event_type in EventType::ALL {
+            assert_eq!(EventType::parse(event_type.as_str()), Some(event_type));
         }
     }
 

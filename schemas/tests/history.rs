@@ -10,7 +10,7 @@ use apache_avro::types::Value;
 use apache_avro::Schema;
 use paystream_schemas::parsing_canonical_form;
 
-const RECORDS: [&str; 3] = ["PaymentCommand", "PaymentEvent", "DeadLetter"];
+const RECORDS: [&str; 4] = ["PaymentCommand", "PaymentEvent", "DeadLetter", "UnprocessableWebhook"];
 
 fn avro_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("avro")

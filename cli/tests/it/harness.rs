@@ -107,6 +107,27 @@ impl Pipeline {
         (status, response.text().await.unwrap())
     }
 
+    /// POSTs `body` signed as `provider` (a standard-webhooks provider) with webhook id `id`.
+    pub async fn post_signed(&self, provider: &str, id: &str, body: &[u8]) -> (u16, String) {
+        let secret = self.config.providers[provider].secrets[0].expose().to_owned();
+        self.post(provider, &sign::standard_webhooks(&secret, id, now_s(), body), body).await
+    }
+
+    /// POSTs a Stripe event signed as `demo-stripe`.
+    pub async fn post_stripe(&self, body: &[u8]) -> (u16, String) {
+        let secret = self.config.providers["demo-stripe"].secrets[0].expose().to_owned();
+        let (name, value) = sign::stripe(&secret, now_s(), body);
+        self.post("demo-stripe", &[(name, value)], body).await
+    }
+
+    /// POSTs a Pix webhook signed as `demo-pix` (HMAC-SHA256 of `timestamp.body`).
+    pub async fn post_pix(&self, body: &[u8]) -> (u16, String) {
+        let secret = self.config.providers["demo-pix"].secrets[0].expose().to_owned();
+        let ts = now_s();
+        let signature = sign::hmac_sha256(&secret, Some(ts), body);
+        self.post("demo-pix", &[("x-signature", signature), ("x-timestamp", ts.to_string())], body).await
+    }
+
     /// A paystream-format payment webhook signed as `demo-standard`.
     pub fn payment(
         &self,
@@ -131,14 +152,16 @@ impl Pipeline {
         read_topic(&self.config, topic, timeout, done).await
     }
 
-    /// Produces raw bytes to the inbound topic, as a misbehaving producer would.
-    pub async fn produce_raw(&self, key: &str, payload: &[u8]) {
+    /// Produces raw bytes to the inbound topic, signed with the command key as ingest signs
+    /// (`signed`) or not, as a misbehaving producer would.
+    pub async fn produce_raw(&self, key: &str, payload: &[u8], signed: bool) {
         let producer: FutureProducer =
             paystream_common::kafka::producer_config(&self.config.kafka, "test").create().unwrap();
-        producer
-            .send(FutureRecord::to(&self.config.kafka.inbound_topic).key(key).payload(payload), Duration::from_secs(10))
-            .await
-            .unwrap();
+        let mut record = FutureRecord::to(&self.config.kafka.inbound_topic).key(key).payload(payload);
+        if signed {
+            record = record.headers(command_headers(&self.config, key.as_bytes(), payload));
+        }
+        producer.send(record, Duration::from_secs(10)).await.unwrap();
     }
 
     /// Polls `sql` (one bigint) until it equals `want` or `timeout`; returns the last value.
@@ -160,6 +183,14 @@ impl Pipeline {
             let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
         }
     }
+}
+
+/// The headers ingest puts on an inbound record: its MAC under the command key.
+pub fn command_headers(config: &Config, key: &[u8], payload: &[u8]) -> rdkafka::message::OwnedHeaders {
+    let auth = paystream_common::command_auth::CommandAuth::new(&config.kafka.command_keys);
+    let mac = auth.sign(key, payload).expect("the test configuration has a command key");
+    rdkafka::message::OwnedHeaders::new()
+        .insert(rdkafka::message::Header { key: paystream_common::command_auth::HEADER, value: Some(mac.as_bytes()) })
 }
 
 /// A connection to the test's database, driven on a task.

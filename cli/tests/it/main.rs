@@ -1,10 +1,12 @@
-//! Integration tests against the real PostgreSQL and Kafka-protocol broker of the local
-//! stack (`scripts/stack up`). Each test has its own database and topics.
+//! Integration tests against the real PostgreSQL and Apache Kafka of the local stack
+//! (`scripts/stack up`), and private servers where a test stops one. Each test has its own
+//! database and topics.
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 mod crosslang;
 mod harness;
+mod money;
 mod pipeline;
 mod processor;
 mod relay;

@@ -69,7 +69,14 @@ async fn fill(config: &Config, db: &tokio_postgres::Client, n: i64) -> Load {
         }
     }
     let futures = sends.iter().map(|(k, v)| {
-        producer.send(FutureRecord::to(&config.kafka.inbound_topic).key(k).payload(v), Duration::from_secs(30))
+        producer.send(
+            FutureRecord::to(&config.kafka.inbound_topic).key(k).payload(v).headers(crate::harness::command_headers(
+                config,
+                k.as_bytes(),
+                v,
+            )),
+            Duration::from_secs(30),
+        )
     });
     for r in futures::future::join_all(futures).await {
         r.unwrap();
@@ -255,7 +262,13 @@ async fn a_database_restored_behind_the_committed_offsets_stops_the_processor_in
         paystream_common::kafka::producer_config(&config.kafka, "redeliver").create().unwrap();
     let key = installment.to_string();
     producer
-        .send(FutureRecord::to(&config.kafka.inbound_topic).key(&key).payload(&again), Duration::from_secs(30))
+        .send(
+            FutureRecord::to(&config.kafka.inbound_topic)
+                .key(&key)
+                .payload(&again)
+                .headers(crate::harness::command_headers(&config, key.as_bytes(), &again)),
+            Duration::from_secs(30),
+        )
         .await
         .unwrap();
     let status = member.wait_exit(Duration::from_secs(60));
@@ -374,9 +387,22 @@ async fn postgres_crash_mid_load_loses_and_doubles_nothing() {
 }
 
 /// One partition's messages as a member would hold them: `commands[range]` at their offsets.
-fn messages(commands: &[Vec<u8>], range: std::ops::Range<usize>) -> Vec<paystream_processor::apply::Message> {
+fn messages(
+    config: &Config,
+    commands: &[(String, Vec<u8>)],
+    range: std::ops::Range<usize>,
+) -> Vec<paystream_processor::apply::Message> {
+    let auth = paystream_common::command_auth::CommandAuth::new(&config.kafka.command_keys);
     range
-        .map(|i| paystream_processor::apply::Message { offset: i as i64, payload: Some(commands[i].clone()) })
+        .map(|i| {
+            let (key, value) = &commands[i];
+            paystream_processor::apply::Message {
+                offset: i as i64,
+                key: Some(key.as_bytes().to_vec()),
+                payload: Some(value.clone()),
+                mac: auth.sign(key.as_bytes(), value).map(String::into_bytes),
+            }
+        })
         .collect()
 }
 
@@ -393,16 +419,20 @@ async fn redelivery_out_of_order_across_a_rebalance_applies_once() {
     let installments = seeded_installments(&db).await;
     let command = |partition: i32, i: usize| {
         let installment = installments[(i * 3 + partition as usize) % installments.len()];
-        encode(&payment_of_one(format!("msg_{partition}_{i}"), format!("pay_{partition}_{i}"), installment)).unwrap()
+        let value =
+            encode(&payment_of_one(format!("msg_{partition}_{i}"), format!("pay_{partition}_{i}"), installment))
+                .unwrap();
+        (installment.to_string(), value)
     };
-    let p0: Vec<Vec<u8>> = (0..120).map(|i| command(0, i)).collect();
-    let p1: Vec<Vec<u8>> = (0..10).map(|i| command(1, i)).collect();
+    let p0: Vec<(String, Vec<u8>)> = (0..120).map(|i| command(0, i)).collect();
+    let p1: Vec<(String, Vec<u8>)> = (0..10).map(|i| command(1, i)).collect();
     let source = |partition: i32| Source {
         group: config.processor.group_id.clone(),
         topic: config.kafka.inbound_topic.clone(),
         partition,
         events_topic: config.kafka.events_topic.clone(),
         deadletter_topic: config.kafka.deadletter_topic.clone(),
+        auth: std::sync::Arc::new(paystream_common::command_auth::CommandAuth::new(&config.kafka.command_keys)),
     };
     let (s0, s1) = (source(0), source(1));
     let pool = paystream_common::postgres::pool(&config.postgres).unwrap();
@@ -421,21 +451,21 @@ async fn redelivery_out_of_order_across_a_rebalance_applies_once() {
     let mut total = Outcome::default();
     for range in [0..30, 30..60] {
         let mut client = pool.get().await.unwrap();
-        let o = apply_batch(client.transaction().await.unwrap(), &s0, &messages(&p0, range)).await.unwrap();
+        let o = apply_batch(client.transaction().await.unwrap(), &s0, &messages(&config, &p0, range)).await.unwrap();
         total.applied += o.applied;
     }
     // The new owner starts at a stale committed offset, 20: 40 of its 70 are redeliveries.
-    let o = apply(vec![(s0.clone(), messages(&p0, 20..90))]).await;
+    let o = apply(vec![(s0.clone(), messages(&config, &p0, 20..90))]).await;
     assert_eq!((o.applied, o.skipped), (30, 40), "redelivered prefix skipped, the rest applied");
     total.applied += o.applied;
     // The old owner's in-flight batch arrives late, behind the new owner's position.
-    let o = apply(vec![(s0.clone(), messages(&p0, 60..70))]).await;
+    let o = apply(vec![(s0.clone(), messages(&config, &p0, 60..70))]).await;
     assert_eq!((o.applied, o.skipped), (0, 10), "a zombie's late batch changes nothing");
     // The zombie's next batch races the new owner's, which also carries partition 1: the
     // position lock orders them, whichever wins.
     let (zombie, owner) = tokio::join!(
-        apply(vec![(s0.clone(), messages(&p0, 85..110))]),
-        apply(vec![(s1.clone(), messages(&p1, 0..10)), (s0.clone(), messages(&p0, 85..120))])
+        apply(vec![(s0.clone(), messages(&config, &p0, 85..110))]),
+        apply(vec![(s1.clone(), messages(&config, &p1, 0..10)), (s0.clone(), messages(&config, &p0, 85..120))])
     );
     assert_eq!(zombie.applied + owner.applied, 30 + 10, "each message of the race applied by exactly one side");
     total.applied += zombie.applied + owner.applied;

@@ -1,0 +1,580 @@
+//! The money rules, as pure functions over plain values: what a payment, a refund, a
+//! chargeback or a reinstatement does to an installment, its contract, the payment it
+//! concerns and the ledger. No I/O: `apply` loads the locked state, calls these, and writes
+//! what they return. Every journal they return balances; no amount they leave is negative.
+//!
+//! Accounts (see `ledger`): a payment moves money from `provider_clearing` (what the provider
+//! collected for us) to `receivable` (the customer's debt) and, past what is owed, to
+//! `customer_credit`. A payment that cannot be applied (unknown installment, wrong
+//! currency, closed contract) is still money the provider collected: it is booked to
+//! `unapplied_cash` (a suspense account), so the books find it and a later refund returns it
+//! from there. A reversal takes money back the way it came, credit first; a reinstatement (a
+//! dispute won, a refund that failed) brings it back like a payment.
+//!
+//! Idempotency is not here: the transaction code dedupes on the provider's ids before it
+//! calls these (a command applied twice is a command applied once).
+
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use paystream_schemas::{CommandKind, EventType, PaymentCommand};
+
+use crate::ledger::{customer_credit, provider_clearing, receivable, unapplied_cash, Journal};
+
+/// An installment's status (the database's `installment.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallmentStatus {
+    /// Nothing paid.
+    Open,
+    /// Some paid, not all.
+    PartiallyPaid,
+    /// All paid.
+    Paid,
+    /// Past due and unpaid.
+    Overdue,
+    /// Replaced by a renegotiated schedule.
+    Renegotiated,
+}
+
+impl InstallmentStatus {
+    /// The database's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::PartiallyPaid => "partially_paid",
+            Self::Paid => "paid",
+            Self::Overdue => "overdue",
+            Self::Renegotiated => "renegotiated",
+        }
+    }
+
+    /// Reads the database's name; `None` for a name this code does not know.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Open, Self::PartiallyPaid, Self::Paid, Self::Overdue, Self::Renegotiated]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+}
+
+/// A contract's status (the database's `contract.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContractStatus {
+    /// Being paid.
+    Active,
+    /// Every installment paid.
+    Settled,
+    /// Closed: payments to it are not accepted.
+    Closed,
+    /// Replaced by a renegotiated contract.
+    Renegotiated,
+}
+
+impl ContractStatus {
+    /// The database's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Settled => "settled",
+            Self::Closed => "closed",
+            Self::Renegotiated => "renegotiated",
+        }
+    }
+
+    /// Reads the database's name; `None` for a name this code does not know.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Active, Self::Settled, Self::Closed, Self::Renegotiated].into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Whether payments are applied to it (a settled contract takes them as credit).
+    pub fn takes_payments(self) -> bool {
+        matches!(self, Self::Active | Self::Settled)
+    }
+}
+
+/// An installment and what the rules need of its contract, as locked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installment {
+    /// Its contract.
+    pub contract_id: Uuid,
+    /// The contract's customer.
+    pub customer_id: Uuid,
+    /// The contract's status.
+    pub contract_status: ContractStatus,
+    /// ISO 4217.
+    pub currency: String,
+    /// What is due.
+    pub amount_due: Decimal,
+    /// What has been paid towards it.
+    pub amount_paid: Decimal,
+    /// Its status.
+    pub status: InstallmentStatus,
+}
+
+impl Installment {
+    /// What is still owed.
+    pub fn open_amount(&self) -> Decimal {
+        (self.amount_due - self.amount_paid).max(Decimal::ZERO)
+    }
+
+    /// The status that follows from the amounts: paid in full, or open / partially paid,
+    /// an overdue installment staying overdue until paid.
+    fn settle_status(&mut self) {
+        self.status = if self.amount_paid >= self.amount_due {
+            InstallmentStatus::Paid
+        } else if self.status == InstallmentStatus::Overdue {
+            InstallmentStatus::Overdue
+        } else if self.amount_paid > Decimal::ZERO {
+            InstallmentStatus::PartiallyPaid
+        } else {
+            InstallmentStatus::Open
+        };
+    }
+}
+
+/// A recorded payment, as locked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    /// The installment it was for.
+    pub installment_id: Uuid,
+    /// Whether it was rejected (its money sits in `unapplied_cash`).
+    pub rejected: bool,
+    /// Its amount.
+    pub amount: Decimal,
+    /// ISO 4217.
+    pub currency: String,
+    /// The part of it now held as customer credit.
+    pub credited: Decimal,
+    /// The part of it now reversed (refunds and chargebacks, less reinstatements).
+    pub reversed: Decimal,
+    /// The part of it refunded (what a cumulative refund total is compared with).
+    pub refunded: Decimal,
+}
+
+impl Payment {
+    /// What is left of it to reverse.
+    pub fn remaining(&self) -> Decimal {
+        self.amount - self.reversed
+    }
+}
+
+/// A fact the rules report, to become an outbox event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fact {
+    /// Its type.
+    pub event_type: EventType,
+    /// Its amount.
+    pub amount: Decimal,
+    /// Why, for rejections and suspected duplicates.
+    pub reason: Option<&'static str>,
+}
+
+fn fact(event_type: EventType, amount: Decimal, reason: Option<&'static str>) -> Fact {
+    Fact { event_type, amount, reason }
+}
+
+/// What a payment did.
+#[derive(Debug, Clone)]
+pub struct PaymentEffect {
+    /// The payment as recorded.
+    pub payment: Payment,
+    /// Why it was rejected, when it was.
+    pub rejection: Option<&'static str>,
+    /// The part applied to the installment.
+    pub applied: Decimal,
+    /// Its journal (a rejected payment's books it to `unapplied_cash`).
+    pub journal: Journal,
+    /// Its facts, in order.
+    pub facts: Vec<Fact>,
+    /// The installment became paid in full (its contract may be settled now).
+    pub installment_paid: bool,
+}
+
+/// Applies a payment command to its installment (locked, `None` when unknown).
+pub fn pay(installment: Option<&mut Installment>, command: &PaymentCommand) -> PaymentEffect {
+    let installment_id = command.installment_id.unwrap_or_default();
+    let reference = format!("{}/{}", command.provider, command.payment_id);
+    let rejection = match &installment {
+        None => Some("unknown installment"),
+        Some(i) if i.currency != command.currency => Some("currency does not match the installment"),
+        Some(i) if !i.contract_status.takes_payments() => Some("contract is not active"),
+        Some(_) => None,
+    };
+    let mut journal = Journal::new("payment", reference, &command.currency);
+    let mut payment = Payment {
+        installment_id,
+        rejected: rejection.is_some(),
+        amount: command.amount,
+        currency: command.currency.clone(),
+        credited: Decimal::ZERO,
+        reversed: Decimal::ZERO,
+        refunded: Decimal::ZERO,
+    };
+    let (Some(inst), None) = (installment, rejection) else {
+        // Collected money that cannot be applied is kept in suspense, never off the books.
+        journal
+            .debit(provider_clearing(&command.provider), command.amount)
+            .credit(unapplied_cash(&command.provider), command.amount);
+        return PaymentEffect {
+            payment,
+            rejection,
+            applied: Decimal::ZERO,
+            journal,
+            facts: vec![fact(EventType::PaymentRejected, command.amount, rejection)],
+            installment_paid: false,
+        };
+    };
+    let was_paid = inst.status == InstallmentStatus::Paid;
+    let applied = command.amount.min(inst.open_amount());
+    let credited = command.amount - applied;
+    journal
+        .debit(provider_clearing(&command.provider), command.amount)
+        .credit(receivable(inst.contract_id), applied)
+        .credit(customer_credit(inst.customer_id), credited);
+    inst.amount_paid += applied;
+    inst.settle_status();
+    payment.credited = credited;
+    let mut facts = vec![fact(EventType::PaymentApplied, command.amount, None)];
+    let installment_paid = !was_paid && inst.status == InstallmentStatus::Paid;
+    if was_paid {
+        facts.push(fact(
+            EventType::SuspectedDuplicatePayment,
+            command.amount,
+            Some("installment was already paid; amount kept as customer credit"),
+        ));
+    } else if installment_paid {
+        facts.push(fact(EventType::InstallmentPaid, inst.amount_due, None));
+    }
+    PaymentEffect { payment, rejection: None, applied, journal, facts, installment_paid }
+}
+
+/// What a reversal or reinstatement did.
+#[derive(Debug, Clone)]
+pub enum ReversalEffect {
+    /// Its payment is not known yet: held until it is (a chargeback travels on another
+    /// partition than its payment; a refund may overtake it).
+    Pending,
+    /// Refused: nothing booked; a `PaymentRejected` fact says why.
+    Rejected(&'static str),
+    /// Nothing to book: a refund total that the refunds booked already cover.
+    Unchanged(&'static str),
+    /// Booked.
+    Booked {
+        /// The amount booked.
+        amount: Decimal,
+        /// Its journal.
+        journal: Journal,
+        /// Its facts, in order.
+        facts: Vec<Fact>,
+        /// A settled contract owes again: it is active again.
+        contract_reopened: bool,
+        /// The installment became paid in full again (a reinstatement).
+        installment_paid: bool,
+    },
+}
+
+/// Applies a refund, refund total, chargeback or reinstatement to its payment (locked,
+/// `None` when not recorded yet) and the payment's installment (locked, `None` when the
+/// payment was for an unknown one).
+pub fn reverse(
+    payment: Option<&mut Payment>,
+    installment: Option<&mut Installment>,
+    command: &PaymentCommand,
+) -> ReversalEffect {
+    let Some(payment) = payment else { return ReversalEffect::Pending };
+    if payment.currency != command.currency {
+        return ReversalEffect::Rejected("currency does not match the payment");
+    }
+    let reference = format!("{}/{}/{}", command.provider, command.payment_id, command.webhook_id);
+    let amount = match command.kind {
+        CommandKind::RefundTotal => {
+            let new = command.amount - payment.refunded;
+            if new <= Decimal::ZERO {
+                return ReversalEffect::Unchanged("the refunds booked already cover this total");
+            }
+            new
+        }
+        _ => command.amount,
+    };
+    let kind = if command.kind.is_reinstatement() { "reinstatement" } else { "reversal" };
+    let mut journal = Journal::new(kind, reference, &command.currency);
+    if command.kind.is_reinstatement() {
+        // A failed refund undoes refunds; a won dispute, what was charged back.
+        let undoable = match command.kind {
+            CommandKind::RefundFailed => payment.refunded,
+            _ => payment.reversed - payment.refunded,
+        };
+        if amount > undoable {
+            return ReversalEffect::Rejected("reinstatement exceeds what was reversed of the payment that way");
+        }
+        payment.reversed -= amount;
+        if command.kind == CommandKind::RefundFailed {
+            payment.refunded -= amount;
+        }
+        return match (installment, payment.rejected) {
+            (Some(inst), false) => {
+                let was_paid = inst.status == InstallmentStatus::Paid;
+                let applied = amount.min(inst.open_amount());
+                let credited = amount - applied;
+                journal
+                    .debit(provider_clearing(&command.provider), amount)
+                    .credit(receivable(inst.contract_id), applied)
+                    .credit(customer_credit(inst.customer_id), credited);
+                inst.amount_paid += applied;
+                inst.settle_status();
+                payment.credited += credited;
+                let installment_paid = !was_paid && inst.status == InstallmentStatus::Paid;
+                let mut facts = vec![fact(EventType::PaymentReinstated, amount, Some(command.kind.as_str()))];
+                if installment_paid {
+                    facts.push(fact(EventType::InstallmentPaid, inst.amount_due, None));
+                }
+                ReversalEffect::Booked { amount, journal, facts, contract_reopened: false, installment_paid }
+            }
+            // Back into suspense, where the rejected payment's money was.
+            _ => {
+                journal
+                    .debit(provider_clearing(&command.provider), amount)
+                    .credit(unapplied_cash(&command.provider), amount);
+                let facts = vec![fact(EventType::PaymentReinstated, amount, Some(command.kind.as_str()))];
+                ReversalEffect::Booked { amount, journal, facts, contract_reopened: false, installment_paid: false }
+            }
+        };
+    }
+    if amount > payment.remaining() {
+        return ReversalEffect::Rejected("reversal exceeds what is left of the payment");
+    }
+    payment.reversed += amount;
+    if matches!(command.kind, CommandKind::Refund | CommandKind::RefundTotal) {
+        payment.refunded += amount;
+    }
+    let facts = vec![fact(EventType::PaymentReversed, amount, Some(command.kind.as_str()))];
+    match (installment, payment.rejected) {
+        (Some(inst), false) => {
+            // Credit kept for the customer is returned first, then the installment reopens.
+            let from_credit = amount.min(payment.credited);
+            let from_receivable = amount - from_credit;
+            journal
+                .credit(provider_clearing(&command.provider), amount)
+                .debit(customer_credit(inst.customer_id), from_credit)
+                .debit(receivable(inst.contract_id), from_receivable);
+            payment.credited -= from_credit;
+            let was_paid = inst.status == InstallmentStatus::Paid;
+            inst.amount_paid = (inst.amount_paid - from_receivable).max(Decimal::ZERO);
+            inst.settle_status();
+            let contract_reopened =
+                was_paid && inst.status != InstallmentStatus::Paid && inst.contract_status == ContractStatus::Settled;
+            let mut facts = facts;
+            if contract_reopened {
+                inst.contract_status = ContractStatus::Active;
+                facts.push(fact(EventType::ContractReopened, amount, Some("a reversal made the contract owe again")));
+            }
+            ReversalEffect::Booked { amount, journal, facts, contract_reopened, installment_paid: false }
+        }
+        // A rejected payment's money sat in suspense: it goes back from there.
+        _ => {
+            journal
+                .debit(unapplied_cash(&command.provider), amount)
+                .credit(provider_clearing(&command.provider), amount);
+            ReversalEffect::Booked { amount, journal, facts, contract_reopened: false, installment_paid: false }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    const INSTALLMENT: Uuid = Uuid::from_u128(7);
+
+    fn installment(due: &str) -> Installment {
+        Installment {
+            contract_id: Uuid::from_u128(1),
+            customer_id: Uuid::from_u128(2),
+            contract_status: ContractStatus::Active,
+            currency: "BRL".into(),
+            amount_due: d(due),
+            amount_paid: Decimal::ZERO,
+            status: InstallmentStatus::Open,
+        }
+    }
+
+    fn command(kind: CommandKind, id: &str, amount: &str) -> PaymentCommand {
+        PaymentCommand {
+            webhook_id: id.into(),
+            provider: "p".into(),
+            kind,
+            rail: "card".into(),
+            payment_id: "pi_1".into(),
+            installment_id: Some(INSTALLMENT),
+            amount: d(amount),
+            currency: "BRL".into(),
+            occurred_at_ms: 0,
+            received_at_ms: 0,
+        }
+    }
+
+    fn balances(journal: &Journal) -> HashMap<String, Decimal> {
+        let mut out = HashMap::new();
+        for (account, amount) in &journal.postings {
+            *out.entry(account.clone()).or_default() += *amount;
+        }
+        out
+    }
+
+    fn booked(effect: ReversalEffect) -> (Decimal, Journal, Vec<Fact>, bool) {
+        match effect {
+            ReversalEffect::Booked { amount, journal, facts, contract_reopened, .. } => {
+                (amount, journal, facts, contract_reopened)
+            }
+            other => panic!("not booked: {other:?}"),
+        }
+    }
+
+    /// A partial payment, the rest, then one more: partially paid, paid (InstallmentPaid),
+    /// then all of the third kept as credit (SuspectedDuplicatePayment).
+    #[test]
+    fn payments_fill_the_installment_then_go_to_credit() {
+        let mut inst = installment("100.00");
+        let first = pay(Some(&mut inst), &command(CommandKind::Payment, "w1", "40.00"));
+        assert_eq!((first.applied, inst.status), (d("40.00"), InstallmentStatus::PartiallyPaid));
+        let second = pay(Some(&mut inst), &command(CommandKind::Payment, "w2", "70.00"));
+        assert_eq!((second.applied, second.payment.credited), (d("60.00"), d("10.00")));
+        assert!(second.installment_paid);
+        assert_eq!(second.facts[1].event_type, EventType::InstallmentPaid);
+        let third = pay(Some(&mut inst), &command(CommandKind::Payment, "w3", "5.00"));
+        assert_eq!((third.applied, third.payment.credited), (Decimal::ZERO, d("5.00")));
+        assert_eq!(third.facts[1].event_type, EventType::SuspectedDuplicatePayment);
+    }
+
+    /// A payment that cannot be applied is booked to suspense, never off the books; a
+    /// refund of it returns it from there.
+    #[test]
+    fn rejected_payments_are_in_suspense_and_refunded_from_it() {
+        let rejected = pay(None, &command(CommandKind::Payment, "w1", "25.00"));
+        assert_eq!(rejected.rejection, Some("unknown installment"));
+        assert_eq!(balances(&rejected.journal)["unapplied_cash:p"], d("-25.00"));
+        let mut inst = installment("10.00");
+        inst.contract_status = ContractStatus::Closed;
+        assert_eq!(
+            pay(Some(&mut inst), &command(CommandKind::Payment, "w", "1.00")).rejection,
+            Some("contract is not active")
+        );
+        let mut payment = rejected.payment;
+        let (amount, journal, ..) =
+            booked(reverse(Some(&mut payment), None, &command(CommandKind::Refund, "r1", "25.00")));
+        assert_eq!(amount, d("25.00"));
+        assert_eq!(balances(&journal)["unapplied_cash:p"], d("25.00"));
+    }
+
+    /// Stripe's cumulative refunds: totals of 3, 7 and 10 book 3, 4 and 3; a total
+    /// delivered again, or lower, books nothing.
+    #[test]
+    fn refund_totals_book_the_difference() {
+        let mut inst = installment("10.00");
+        let mut payment = pay(Some(&mut inst), &command(CommandKind::Payment, "w", "10.00")).payment;
+        let mut booked_amounts = Vec::new();
+        for (id, total) in [("e1", "3.00"), ("e2", "7.00"), ("e2-again", "7.00"), ("e3", "10.00"), ("e0", "3.00")] {
+            match reverse(Some(&mut payment), Some(&mut inst), &command(CommandKind::RefundTotal, id, total)) {
+                ReversalEffect::Booked { amount, .. } => booked_amounts.push(amount),
+                ReversalEffect::Unchanged(_) => booked_amounts.push(Decimal::ZERO),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(booked_amounts, [d("3.00"), d("4.00"), d("0"), d("3.00"), d("0")]);
+        assert_eq!((payment.reversed, payment.refunded, inst.amount_paid), (d("10.00"), d("10.00"), d("0")));
+    }
+
+    /// A refund of a paid installment of a settled contract reopens the contract; more
+    /// than is left of the payment is refused; a won dispute pays it again.
+    #[test]
+    fn reversals_reopen_settled_contracts_and_reinstatements_pay_again() {
+        let mut inst = installment("10.00");
+        let mut payment = pay(Some(&mut inst), &command(CommandKind::Payment, "w", "10.00")).payment;
+        inst.contract_status = ContractStatus::Settled;
+        let (_, _, facts, reopened) =
+            booked(reverse(Some(&mut payment), Some(&mut inst), &command(CommandKind::Chargeback, "c1", "4.00")));
+        assert!(reopened);
+        assert_eq!(facts[1].event_type, EventType::ContractReopened);
+        assert_eq!((inst.status, inst.contract_status), (InstallmentStatus::PartiallyPaid, ContractStatus::Active));
+        assert!(matches!(
+            reverse(Some(&mut payment), Some(&mut inst), &command(CommandKind::Refund, "r1", "6.01")),
+            ReversalEffect::Rejected(_)
+        ));
+        assert!(matches!(
+            reverse(Some(&mut payment), Some(&mut inst), &command(CommandKind::RefundFailed, "no-refund", "1.00")),
+            ReversalEffect::Rejected(_)
+        ));
+        let effect = reverse(Some(&mut payment), Some(&mut inst), &command(CommandKind::ChargebackWon, "won", "4.00"));
+        let ReversalEffect::Booked { installment_paid, .. } = effect else { panic!("not booked") };
+        assert!(installment_paid);
+        assert_eq!((payment.reversed, inst.status), (Decimal::ZERO, InstallmentStatus::Paid));
+        assert!(matches!(
+            reverse(Some(&mut payment), Some(&mut inst), &command(CommandKind::ChargebackWon, "again", "0.01")),
+            ReversalEffect::Rejected(_)
+        ));
+    }
+
+    /// A reversal whose payment is unknown is held, not rejected.
+    #[test]
+    fn reversals_before_their_payment_are_pending() {
+        assert!(matches!(reverse(None, None, &command(CommandKind::Chargeback, "c", "1.00")), ReversalEffect::Pending));
+    }
+
+    fn kinds() -> impl Strategy<Value = CommandKind> {
+        prop_oneof![
+            Just(CommandKind::Payment),
+            Just(CommandKind::Refund),
+            Just(CommandKind::RefundTotal),
+            Just(CommandKind::Chargeback),
+            Just(CommandKind::RefundFailed),
+            Just(CommandKind::ChargebackWon),
+        ]
+    }
+
+    proptest! {
+        /// Any sequence of commands on one installment: every journal balances, no amount
+        /// goes negative, and the installment's paid amount equals what the journals moved
+        /// to its receivable (the books and the state agree).
+        #[test]
+        fn journals_balance_and_amounts_stay_non_negative(
+            due in 1u32..100_000,
+            steps in proptest::collection::vec((kinds(), 1u32..50_000), 1..30),
+        ) {
+            let mut inst = installment(&format!("{}.00", due / 100));
+            inst.amount_due = Decimal::new(i64::from(due), 2);
+            let mut payment: Option<Payment> = None;
+            let mut receivable_moved = Decimal::ZERO;
+            for (i, (kind, cents)) in steps.into_iter().enumerate() {
+                let c = command(kind, &format!("w{i}"), "1.00");
+                let c = PaymentCommand { amount: Decimal::new(i64::from(cents), 2), ..c };
+                let journal = if kind == CommandKind::Payment {
+                    if payment.is_some() { continue }
+                    let effect = pay(Some(&mut inst), &c);
+                    payment = Some(effect.payment);
+                    Some(effect.journal)
+                } else {
+                    match reverse(payment.as_mut(), Some(&mut inst), &c) {
+                        ReversalEffect::Booked { journal, .. } => Some(journal),
+                        _ => None,
+                    }
+                };
+                if let Some(journal) = journal {
+                    prop_assert!(journal.check().is_ok(), "{journal:?}");
+                    receivable_moved -= balances(&journal).get(&receivable(inst.contract_id)).copied().unwrap_or_default();
+                }
+                prop_assert!(inst.amount_paid >= Decimal::ZERO);
+                prop_assert_eq!(inst.amount_paid, receivable_moved);
+                if let Some(p) = &payment {
+                    prop_assert!(p.reversed >= Decimal::ZERO && p.reversed <= p.amount);
+                    prop_assert!(p.credited >= Decimal::ZERO && p.refunded >= Decimal::ZERO);
+                    prop_assert!(p.refunded <= p.reversed);
+                }
+            }
+        }
+    }
+}
