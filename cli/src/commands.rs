@@ -141,9 +141,20 @@ pub struct LoadgenArgs {
     quiet: bool,
 }
 
+/// Connections the kernel completes and queues for a listener before it accepts them. Tokio's
+/// default is 1,024; a burst of connections beyond the queue is answered with SYN cookies
+/// whose handshakes are then dropped, and the clients believe they are connected to nothing
+/// (measured: 5% of 10,000 connections opened 500 at a time). The kernel caps it at
+/// `net.core.somaxconn` (4,096 here).
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// A listener on `addr`, or an error that names the address.
 async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("bind {addr}"))
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+        .with_context(|| format!("socket for {addr}"))?;
+    socket.set_reuseaddr(true).with_context(|| format!("bind {addr}"))?;
+    socket.bind(addr).with_context(|| format!("bind {addr}"))?;
+    socket.listen(LISTEN_BACKLOG).with_context(|| format!("listen on {addr}"))
 }
 
 pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result<ExitCode> {

@@ -1,10 +1,19 @@
 //! The PostgreSQL pool, SQLSTATE classification and the embedded migration runner.
+//!
+//! Every connection (pooled or not) is made the same way: TLS when the server offers it (or
+//! required: `sslmode=require` in the URL, or `postgres.tls_ca_file`, which also verifies the
+//! server), TCP keepalives and `TCP_USER_TIMEOUT` so that a vanished server fails the
+//! connection in seconds rather than minutes, and the session's `statement_timeout` and
+//! `idle_in_transaction_session_timeout`, so that a client that vanished mid-transaction
+//! releases its locks on the server.
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use postgres_openssl::MakeTlsConnector;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::NoTls;
 
 use crate::config::PostgresConfig;
 
@@ -16,7 +25,10 @@ pub enum PostgresError {
     Url(#[source] tokio_postgres::Error),
     /// The pool could not be built.
     #[error("cannot build the connection pool: {0}")]
-    Pool(String),
+    Pool(#[from] deadpool_postgres::BuildError),
+    /// The TLS settings cannot be used (the CA file, OpenSSL).
+    #[error("PostgreSQL TLS: {0}")]
+    Tls(#[from] openssl::error::ErrorStack),
     /// A statement failed.
     #[error("database error: {}", describe(.0))]
     Db(#[from] tokio_postgres::Error),
@@ -110,22 +122,80 @@ pub fn classify(error: &tokio_postgres::Error) -> Disposition {
     }
 }
 
-/// Builds the pool. Connections open lazily; `statement_timeout` bounds every statement.
-pub fn pool(config: &PostgresConfig) -> Result<Pool, PostgresError> {
+/// The client side of every connection: URL, timeouts, keepalives, the session settings.
+fn client_config(
+    config: &PostgresConfig,
+    application_name: Option<&str>,
+) -> Result<tokio_postgres::Config, PostgresError> {
     let mut pg: tokio_postgres::Config = config.url.parse().map_err(PostgresError::Url)?;
     pg.connect_timeout(Duration::from_millis(config.connect_timeout_ms));
-    pg.options(format!("-c statement_timeout={}", config.statement_timeout_ms));
-    if pg.get_application_name().is_none() {
-        pg.application_name("paystream");
+    pg.keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(3)
+        .tcp_user_timeout(Duration::from_millis(config.tcp_user_timeout_ms));
+    pg.options(format!(
+        "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+        config.statement_timeout_ms, config.idle_in_transaction_timeout_ms
+    ));
+    match application_name {
+        Some(name) => {
+            pg.application_name(name);
+        }
+        None if pg.get_application_name().is_none() => {
+            pg.application_name("paystream");
+        }
+        None => {}
     }
-    let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-    Pool::builder(manager)
+    // A CA to verify against means TLS is wanted: never fall back to plain text.
+    if config.tls_ca_file.is_some() && pg.get_ssl_mode() != SslMode::Disable {
+        pg.ssl_mode(SslMode::Require);
+    }
+    Ok(pg)
+}
+
+/// The TLS connector: with `postgres.tls_ca_file`, the server's certificate and host name are
+/// verified (libpq's `verify-full`); without it the connection is encrypted but the server
+/// unverified (libpq's `require`), and a warning says so when TLS is required.
+pub fn tls(config: &PostgresConfig) -> Result<MakeTlsConnector, PostgresError> {
+    let mut builder = SslConnector::builder(SslMethod::tls_client())?;
+    match &config.tls_ca_file {
+        Some(ca) => {
+            builder.set_ca_file(ca)?;
+            builder.set_verify(SslVerifyMode::PEER);
+            Ok(MakeTlsConnector::new(builder.build()))
+        }
+        None => {
+            builder.set_verify(SslVerifyMode::NONE);
+            let mut connector = MakeTlsConnector::new(builder.build());
+            connector.set_callback(|configuration, _| {
+                configuration.set_verify_hostname(false);
+                Ok(())
+            });
+            Ok(connector)
+        }
+    }
+}
+
+/// Builds the pool. Connections open lazily; `statement_timeout` bounds every statement.
+pub fn pool(config: &PostgresConfig) -> Result<Pool, PostgresError> {
+    let pg = client_config(config, None)?;
+    warn_unverified(config, &pg);
+    let manager = Manager::from_config(pg, tls(config)?, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    Ok(Pool::builder(manager)
         .max_size(config.pool_size)
         .wait_timeout(Some(Duration::from_millis(config.pool_wait_timeout_ms)))
         .create_timeout(Some(Duration::from_millis(config.connect_timeout_ms)))
         .runtime(Runtime::Tokio1)
-        .build()
-        .map_err(|e| PostgresError::Pool(e.to_string()))
+        .build()?)
+}
+
+fn warn_unverified(config: &PostgresConfig, pg: &tokio_postgres::Config) {
+    if pg.get_ssl_mode() == SslMode::Require && config.tls_ca_file.is_none() {
+        tracing::warn!(
+            "PostgreSQL over TLS without verifying the server (sslmode=require): set postgres.tls_ca_file to verify it"
+        );
+    }
 }
 
 /// Opens one connection outside the pool (relay lane sessions, LISTEN), driving it on a task.
@@ -136,11 +206,8 @@ pub async fn connect(
     application_name: &str,
     notifications: Option<tokio::sync::mpsc::Sender<tokio_postgres::Notification>>,
 ) -> Result<tokio_postgres::Client, PostgresError> {
-    let mut pg: tokio_postgres::Config = config.url.parse().map_err(PostgresError::Url)?;
-    pg.application_name(application_name);
-    pg.connect_timeout(Duration::from_millis(config.connect_timeout_ms));
-    pg.options(format!("-c statement_timeout={}", config.statement_timeout_ms));
-    let (client, mut connection) = pg.connect(NoTls).await?;
+    let pg = client_config(config, Some(application_name))?;
+    let (client, mut connection) = pg.connect(tls(config)?).await?;
     tokio::spawn(async move {
         loop {
             match std::future::poll_fn(|cx| connection.poll_message(cx)).await {

@@ -1,8 +1,10 @@
 //! The HTTP/1.1 server loop: accepts connections up to `ingest.max_connections` (further
 //! ones wait in the kernel's accept queue), serves each with hyper under a header-read
 //! timeout (a client that dribbles its request head, or sits idle on a keep-alive
-//! connection, is disconnected after `ingest.header_read_timeout_ms`), and on shutdown stops
-//! accepting, lets requests in flight finish within a deadline, and closes the rest.
+//! connection, is disconnected after `ingest.header_read_timeout_ms`; a new connection gets
+//! that long for its first byte, then that long again for the rest of its head), and on
+//! shutdown stops accepting, lets requests in flight finish within a deadline, and closes the
+//! rest.
 //!
 //! axum's own `serve` installs no timer, so hyper's timeouts would be inert there: that is
 //! why this loop exists.
@@ -75,6 +77,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, shutdo
             },
         };
         let _ = stream.set_nodelay(true);
+        let header_read_timeout = limits.header_read_timeout;
         let router = router.clone();
         let service = tower::service_fn(move |mut request: Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(Peer(peer));
@@ -84,8 +87,29 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, shutdo
                 Ok::<_, Infallible>(response.unwrap_or_else(|never| match never {}))
             }
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service)));
+        let http = http.clone();
+        let watcher = graceful.watcher();
+        let stopping = shutdown.clone();
         tokio::spawn(async move {
+            // hyper gives a connection its state and buffers (about 18 KiB) as soon as it
+            // serves it; a connection that has sent nothing yet gets none: it waits here, a
+            // socket and a small task, until its first byte (or the header deadline: closed).
+            // Measured, 10,000 idle connections: +184 MiB of RSS served at once, +10 MiB
+            // waiting here.
+            // `peek`, not `readable`: readiness may be reported before any byte is there.
+            let mut first = [0u8; 1];
+            let first_byte = tokio::select! {
+                _ = stopping.cancelled() => false,
+                peeked = tokio::time::timeout(header_read_timeout, stream.peek(&mut first)) => matches!(peeked, Ok(Ok(n)) if n > 0),
+            };
+            if !first_byte {
+                drop(permit);
+                return;
+            }
+            // Boxed: the connection's state machine is large, and inline it would make every
+            // task that large from the start, idle or not.
+            let connection =
+                Box::pin(watcher.watch(http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))));
             // Timeouts and client resets end connections with an error: nothing to report.
             let _ = connection.await;
             drop(permit);

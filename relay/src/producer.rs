@@ -91,6 +91,10 @@ pub struct Acks {
     pending: AtomicUsize,
     /// The first failure reported.
     failure: Mutex<Option<Undelivered>>,
+    /// The largest record that failed, by value size, with its event id: a broker refuses a
+    /// whole request batch when one record in it is too large, so the failure of every
+    /// record of the batch names the size error, and the largest is the one to park.
+    largest_failed: Mutex<Option<(usize, Uuid)>>,
     /// Woken when `pending` reaches zero.
     done: Notify,
 }
@@ -113,8 +117,16 @@ impl ProducerContext for BatchContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, acks: Arc<Acks>) {
         if let Err((error, message)) = result {
+            let event_id = event_id_of(message.headers());
             let mut failure = acks.failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            failure.get_or_insert_with(|| Undelivered::of(error, message.topic(), event_id_of(message.headers())));
+            failure.get_or_insert_with(|| Undelivered::of(error, message.topic(), event_id));
+            if let Some(event_id) = event_id {
+                let size = message.payload_len();
+                let mut largest = acks.largest_failed.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if largest.is_none_or(|(biggest, _)| size > biggest) {
+                    *largest = Some((size, event_id));
+                }
+            }
         }
         acks.settle_one();
     }
@@ -194,6 +206,15 @@ impl Producer {
             return Err(refused);
         }
         let failure = acks.failure.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
-        failure.map_or(Ok(sent), Err)
+        let largest = acks.largest_failed.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        match failure {
+            None => Ok(sent),
+            Some(mut failure) => {
+                if failure.is_permanent() {
+                    failure.event_id = largest.map(|(_, id)| id).or(failure.event_id);
+                }
+                Err(failure)
+            }
+        }
     }
 }

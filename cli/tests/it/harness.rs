@@ -211,6 +211,11 @@ pub struct Service(std::process::Child);
 
 impl Service {
     pub fn start(service: &str, config: &Config) -> Self {
+        Self::start_with(service, config, &[])
+    }
+
+    /// Like [`Service::start`], with more `PAYSTREAM_*` variables.
+    pub fn start_with(service: &str, config: &Config, env: &[(&str, String)]) -> Self {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_paystream"))
             .arg(service)
             .env("PAYSTREAM_CONFIG", paystream_common::testing::DEV_CONFIG)
@@ -224,12 +229,26 @@ impl Service {
             .env("PAYSTREAM_RELAY__LANE_CLAIM_INTERVAL_MS", config.relay.lane_claim_interval_ms.to_string())
             .env("PAYSTREAM_RELAY__POLL_INTERVAL_MS", config.relay.poll_interval_ms.to_string())
             .env("RUST_LOG", std::env::var("PAYSTREAM_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             // Logs go to stderr; PAYSTREAM_TEST_CHILD_LOG=info shows them with --no-capture.
             .stdout(std::process::Stdio::inherit())
             .stderr(std::process::Stdio::inherit())
             .spawn()
             .unwrap();
         Self(child)
+    }
+
+    /// The process's resident memory now and at its peak (`VmRSS`, `VmHWM`), in bytes.
+    pub fn rss(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map_or(0, |kib| kib * 1024)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     /// SIGKILL: no shutdown code runs.

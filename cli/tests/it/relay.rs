@@ -322,3 +322,149 @@ async fn a_malformed_row_is_kept_not_published_in_part() {
     shutdown.cancel();
     let _ = task.await;
 }
+
+/// A key whose outbox lane differs from `other`'s.
+fn key_in_another_lane(other: &str) -> String {
+    (0..)
+        .map(|i| format!("aggregate-{i}"))
+        .find(|k| paystream_common::outbox_lane(k) != paystream_common::outbox_lane(other))
+        .unwrap()
+}
+
+/// One outbox row of one event for `key`, inserted on `client` (inside its transaction, if
+/// it has one open); its id.
+async fn insert_row(client: &tokio_postgres::Client, topic: &str, key: &str, seq: u64) -> i64 {
+    let mut frames = Vec::new();
+    paystream_common::outbox::push_frame(
+        &mut frames,
+        key,
+        &Uuid::new_v4(),
+        "PaymentApplied",
+        seq.to_string().as_bytes(),
+    );
+    client
+        .query_one(
+            "INSERT INTO paystream.outbox (lane, topic, events, frames) VALUES ($1, $2, 1, $3) RETURNING id",
+            &[&paystream_common::outbox_lane(key), &topic, &frames],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Processor transactions commit out of id order, and the relay's chained batches must not
+/// turn that into an aggregate's events out of order. Step by step, with three sessions: A
+/// writes row 1 (aggregate Y) and stays open; B writes and commits row 2 (another lane); the
+/// relay takes row 2 (`after = 0`); A commits; C writes and commits row 3 (aggregate Y again,
+/// as the processor does once Y's lock is free); the relay's next chained batch (`after = 2`)
+/// must not take row 3 while row 1 waits. It takes nothing, the transaction ends, and the next
+/// one takes 1 then 3. (Before the fix, the chained batch returned row 3.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_commit_never_lets_a_chained_batch_publish_out_of_order() {
+    let config = paystream_common::testing::isolated_config().await;
+    let topic = config.kafka.events_topic.clone();
+    let (a, b, c, mut relay) = (
+        crate::harness::connect_db(&config).await,
+        crate::harness::connect_db(&config).await,
+        crate::harness::connect_db(&config).await,
+        crate::harness::connect_db(&config).await,
+    );
+    let y = "aggregate-y".to_owned();
+    let x = key_in_another_lane(&y);
+    let lanes = vec![paystream_common::outbox_lane(&y), paystream_common::outbox_lane(&x)];
+    let take = include_str!("../../../relay/sql/outbox_take_batch.sql");
+
+    a.batch_execute("BEGIN").await.unwrap();
+    let row1 = insert_row(&a, &topic, &y, 1).await;
+    let row2 = insert_row(&b, &topic, &x, 1).await;
+    assert!(row1 < row2);
+    let tx = relay.transaction().await.unwrap();
+    tx.batch_execute("SET LOCAL enable_sort = off").await.unwrap();
+    let taken: Vec<i64> = tx.query(take, &[&lanes, &1i64, &0i64]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(taken, [row2], "row 1 is not committed yet");
+    a.batch_execute("COMMIT").await.unwrap();
+    let row3 = insert_row(&c, &topic, &y, 2).await;
+    let chained: Vec<i64> = tx.query(take, &[&lanes, &10i64, &row2]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert!(chained.is_empty(), "row {row3} (Y's second) taken while row {row1} (Y's first) waits: {chained:?}");
+    tx.commit().await.unwrap();
+    let tx = relay.transaction().await.unwrap();
+    let next: Vec<i64> = tx.query(take, &[&lanes, &10i64, &0i64]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    let mut next = next;
+    next.sort_unstable();
+    assert_eq!(next, [row1, row3], "the next transaction takes Y's rows in order");
+    tx.commit().await.unwrap();
+}
+
+/// A session that is not a relay but calls itself one (a psql opened to debug, a pooler)
+/// does not change how relays share the lanes: every lane is still drained and every event
+/// published. (Counting sessions by name, one relay gave half its lanes to the stray session,
+/// and nobody drained them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stray_session_named_like_a_relay_leaves_no_lane_undrained() {
+    let config = relay_config(paystream_common::testing::isolated_config().await);
+    let mut stray: tokio_postgres::Config = config.postgres.url.parse().unwrap();
+    stray.application_name("paystream-relay");
+    let (_stray, conn) = stray.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let mut outbox = Outbox::new(config.clone(), 64).await;
+    let (shutdown, task) = relay_in_process(&config).await;
+    outbox.write(3000).await;
+    let reader = crate::harness::Pipeline::reader(config.clone());
+    outbox.assert_all_in_order(&reader, Duration::from_secs(60)).await;
+    shutdown.cancel();
+    let _ = task.await;
+}
+
+/// An event the broker refuses for good (larger than the topic takes) is parked with the
+/// broker's answer, not retried forever: the other events of its row and its lane are
+/// published, the outbox empties, and `paystream.parked_events` shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_refused_for_good_is_parked_and_its_lane_goes_on() {
+    let mut config = relay_config(paystream_common::testing::isolated_config().await);
+    config.kafka.message_timeout_ms = 5000;
+    paystream_common::kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await.unwrap();
+    // The events topic takes records of at most 10,000 bytes.
+    let admin = paystream_common::kafka::admin_client(&config.kafka).unwrap();
+    let mut alter =
+        rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic(&config.kafka.events_topic));
+    alter = alter.set("max.message.bytes", "10000");
+    admin.alter_configs(&[alter], &rdkafka::admin::AdminOptions::new()).await.unwrap();
+    let db = crate::harness::connect_db(&config).await;
+    let key = "aggregate-big";
+    let mut frames = Vec::new();
+    let mut ids = Vec::new();
+    for (i, size) in [10usize, 50_000, 10].into_iter().enumerate() {
+        let id = Uuid::new_v4();
+        ids.push(id);
+        paystream_common::outbox::push_frame(&mut frames, key, &id, "PaymentApplied", &vec![b'0' + i as u8; size]);
+    }
+    db.execute(
+        "INSERT INTO paystream.outbox (lane, topic, events, frames) VALUES ($1, $2, 3, $3)",
+        &[&paystream_common::outbox_lane(key), &config.kafka.events_topic, &frames],
+    )
+    .await
+    .unwrap();
+    let (shutdown, task) = relay_in_process(&config).await;
+    let reader = crate::harness::Pipeline::reader(config.clone());
+    let records = reader
+        .read_topic(&config.kafka.events_topic, Duration::from_secs(60), |r| {
+            r.iter().any(|r| r.headers.get("event_id") == Some(&ids[2].to_string()))
+        })
+        .await;
+    let published: HashSet<String> = records.iter().filter_map(|r| r.headers.get("event_id").cloned()).collect();
+    assert!(published.contains(&ids[0].to_string()) && published.contains(&ids[2].to_string()), "{published:?}");
+    assert!(!published.contains(&ids[1].to_string()));
+    let parked: Vec<(Uuid, String)> = db
+        .query("SELECT event_id, error FROM paystream.parked_events", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].0, ids[1]);
+    let pending: i64 = db.query_one("SELECT pending FROM paystream.outbox_backlog", &[]).await.unwrap().get(0);
+    assert_eq!(pending, 0);
+    shutdown.cancel();
+    let _ = task.await;
+}
