@@ -177,10 +177,17 @@ impl Pipeline {
     }
 
     /// Stops the services and waits for them.
+    /// Stops the services and waits for them; a service that failed (returned an error or
+    /// panicked, at any time during the test) or that does not stop within 30 s fails the
+    /// test, whatever the test's own assertions said.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        for t in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
+        for (name, task) in ["ingest", "processor", "relay"].into_iter().zip(self.tasks) {
+            match tokio::time::timeout(Duration::from_secs(30), task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(failed)) => panic!("{name} failed during the test: {failed}"),
+                Err(_) => panic!("{name} did not stop within 30 s of the shutdown signal"),
+            }
         }
     }
 }
@@ -270,18 +277,22 @@ impl Service {
         None
     }
 
-    /// SIGTERM, then SIGKILL after 20 s.
+    
+    /// SIGTERM; the service must exit cleanly (status 0) within 30 s, or the test fails: a
+    /// hung or failing shutdown is a defect (a member that hangs keeps its partitions).
     pub fn terminate(mut self) {
         let _ = std::process::Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                assert!(status.success(), "the service exited with {status} on SIGTERM");
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.0.kill();
         let _ = self.0.wait();
+        panic!("the service did not stop within 30 s of SIGTERM");
     }
 }
 
