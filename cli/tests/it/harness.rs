@@ -277,7 +277,6 @@ impl Service {
         None
     }
 
-    
     /// SIGTERM; the service must exit cleanly (status 0) within 30 s, or the test fails: a
     /// hung or failing shutdown is a defect (a member that hangs keeps its partitions).
     pub fn terminate(mut self) {
@@ -554,6 +553,16 @@ impl PrivatePostgres {
         let mut all = vec!["-D", self.dir.to_str().unwrap()];
         all.extend_from_slice(args);
         self.as_postgres(pg_ctl.to_str().unwrap(), &all);
+    }
+
+    /// Crash it (immediate shutdown: no checkpoint) and leave it down.
+    pub fn crash(&self) {
+        self.pg_ctl(&["stop", "-m", "immediate", "-w"]);
+    }
+
+    /// Start it again after [`PrivatePostgres::crash`] (recovery from WAL).
+    pub fn start_again(&self) {
+        self.pg_ctl(&["start", "-w", "-t", "60", "-l", &format!("{}/server.log", self.dir.display())]);
     }
 
     /// Crash (immediate shutdown: no checkpoint, recovery from WAL on start) and start again.

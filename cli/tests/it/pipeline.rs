@@ -304,3 +304,44 @@ async fn broker_down_answers_503_and_recovers() {
     assert_eq!(n, 2, "every 202 was applied");
     p.stop().await;
 }
+
+/// A command whose amount decodes (the wire's decimal holds up to 16 bytes) but is beyond
+/// what an event can carry (precision 20): dead-lettered as invalid, and the partition moves
+/// on. (Before, encoding its PaymentApplied failed with a fatal error that stopped every
+/// partition, and after a restart the same message came first again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_amount_too_large_for_the_wire_is_dead_lettered_not_fatal() {
+    use paystream_schemas::{PaymentCommand, Record as _};
+    let p = Pipeline::start().await;
+    let (installment, _) = p.installments().await[1];
+    let schema = &PaymentCommand::schema().schema;
+    // 10^24 units at scale 2: a 10-byte big-endian decimal.
+    let huge = (10u128.pow(26)).to_be_bytes().iter().copied().skip_while(|b| *b == 0).collect::<Vec<u8>>();
+    let value = Value::Record(vec![
+        ("webhook_id".into(), Value::String("msg_huge".into())),
+        ("provider".into(), Value::String("demo-standard".into())),
+        ("kind".into(), Value::String("payment".into())),
+        ("rail".into(), Value::String("pix".into())),
+        ("payment_id".into(), Value::String("pay_huge".into())),
+        ("installment_id".into(), Value::Union(1, Box::new(Value::String(installment.to_string())))),
+        ("amount".into(), Value::Decimal(apache_avro::Decimal::from(huge))),
+        ("currency".into(), Value::String("BRL".into())),
+        ("occurred_at".into(), Value::TimestampMillis(1)),
+        ("received_at".into(), Value::TimestampMillis(1)),
+    ]);
+    let mut bytes = vec![0xC3, 0x01];
+    bytes.extend_from_slice(&PaymentCommand::schema().fingerprint.to_le_bytes());
+    bytes.extend_from_slice(&apache_avro::to_avro_datum(schema, value).unwrap());
+    let decoded = paystream_schemas::decode::<PaymentCommand>(&bytes).unwrap();
+    assert!(paystream_schemas::encode(&decoded).is_err(), "decodes, but the wire cannot carry it back");
+    p.produce_raw(&installment.to_string(), &bytes, true).await;
+    let (headers, body) = p.payment("msg_after_huge", "pay_after_huge", installment, "2.00");
+    assert_eq!(p.post("demo-standard", &headers, &body).await.0, 202);
+    let n = p
+        .wait_count("SELECT count(*) FROM paystream.payment WHERE provider_payment_id = 'pay_after_huge'", 1, WAIT)
+        .await;
+    assert_eq!(n, 1, "the partition moved on");
+    let reason: String = p.db.query_one("SELECT reason FROM paystream.dead_letters", &[]).await.unwrap().get(0);
+    assert!(reason.contains("amount") && reason.contains("too large"), "{reason}");
+    p.stop().await;
+}

@@ -539,3 +539,61 @@ async fn ledger_refuses_orphans_imbalance_and_rewrites() {
         .get(0);
     assert_eq!(balance, Decimal::ZERO, "the balanced journal stands as written");
 }
+
+/// PostgreSQL is down for 45 s, longer than the consumer's `max.poll.interval.ms` (30 s),
+/// while webhooks keep arriving and the processor's queue fills (a small `queued_max`): the
+/// processor waits, keeps its place in the group or takes it back, and once the database is
+/// back applies every payment exactly once. Nothing stops it for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgres_outage_longer_than_the_poll_interval_loses_and_doubles_nothing() {
+    let pg = crate::harness::PrivatePostgres::start().await;
+    let url = paystream_common::testing::create_database(&pg.base_url, "pgoutage").await;
+    let p = crate::harness::Pipeline::start_with(|c| {
+        c.postgres.url = url.clone();
+        c.processor.batch_max = 10;
+        c.processor.queued_max = 40;
+    })
+    .await;
+    let installments = p.installments().await;
+    let (first, second) = (50usize, 250usize);
+    let post = |range: std::ops::Range<usize>| {
+        let bodies: Vec<_> = range
+            .map(|i| {
+                p.payment(
+                    &format!("msg_out_{i}"),
+                    &format!("pay_out_{i}"),
+                    installments[i % installments.len()].0,
+                    "0.01",
+                )
+            })
+            .collect();
+        let (ingest, http) = (p.ingest, p.http.clone());
+        async move {
+            for (headers, body) in bodies {
+                let mut request = http
+                    .post(format!("http://{ingest}/webhooks/demo-standard"))
+                    .header("content-type", "application/json")
+                    .body(body);
+                for (k, v) in &headers {
+                    request = request.header(*k, v);
+                }
+                assert_eq!(request.send().await.unwrap().status().as_u16(), 202);
+            }
+        }
+    };
+    post(0..first).await;
+    assert_eq!(wait_for(&p.db, APPLIED, first as i64, Duration::from_secs(60)).await, first as i64);
+    pg.crash();
+    post(first..first + second).await;
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    pg.start_again();
+    let db = crate::harness::connect_db(&p.config).await;
+    let n = (first + second) as i64;
+    assert_eq!(wait_for(&db, APPLIED, n, Duration::from_secs(180)).await, n, "every payment applied after the outage");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count(&db, APPLIED).await, n, "and none twice");
+    let paid: Decimal =
+        db.query_one("SELECT coalesce(sum(amount), 0) FROM paystream.payment", &[]).await.unwrap().get(0);
+    assert_eq!(paid, Decimal::new(n, 2));
+    p.stop().await;
+}
