@@ -200,12 +200,10 @@ pub fn command_headers(config: &Config, key: &[u8], payload: &[u8]) -> rdkafka::
         .insert(rdkafka::message::Header { key: paystream_common::command_auth::HEADER, value: Some(mac.as_bytes()) })
 }
 
-/// A connection to the test's database, driven on a task.
+/// A connection to the test's database, driven on a task, made as the services make theirs
+/// (TLS when the configuration asks for it).
 pub async fn connect_db(config: &Config) -> tokio_postgres::Client {
-    let (db, conn) =
-        config.postgres.url.parse::<tokio_postgres::Config>().unwrap().connect(tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
-    db
+    paystream_common::postgres::connect(&config.postgres, "paystream-test", None).await.unwrap()
 }
 
 pub fn now_s() -> i64 {
@@ -321,9 +319,12 @@ pub struct Node {
 }
 
 impl Node {
-    fn run(&self, verb: &str, voters: &str) {
+    fn run(&self, verb: &str, voters: &str, tls: Option<&std::path::Path>) {
         let mut command = kafka_script();
         command.arg(verb).arg(&self.dir);
+        if let Some(tls) = tls {
+            command.env("PAYSTREAM_KAFKA_TLS_DIR", tls);
+        }
         if verb == "start" {
             command.args([self.id.to_string(), self.port.to_string(), self.controller_port.to_string()]);
             if !voters.is_empty() {
@@ -346,11 +347,18 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     voters: String,
     root: std::path::PathBuf,
+    tls: Option<std::path::PathBuf>,
 }
 
 impl Cluster {
     /// Starts `n` nodes and waits until each serves clients.
     pub async fn start(n: u32) -> Self {
+        Self::start_tls(n, None).await
+    }
+
+    /// Like [`Cluster::start`]; with `tls` (a directory of `server.pem` and `ca.pem`),
+    /// clients connect over TLS.
+    pub async fn start_tls(n: u32, tls: Option<std::path::PathBuf>) -> Self {
         let root = std::env::temp_dir().join(format!("paystream-kafka-{}", Uuid::new_v4().simple()));
         let nodes: Vec<Node> = (1..=n)
             .map(|id| Node {
@@ -365,14 +373,14 @@ impl Cluster {
         } else {
             nodes.iter().map(|n| format!("{}@127.0.0.1:{}", n.id, n.controller_port)).collect::<Vec<_>>().join(",")
         };
-        let cluster = Self { nodes, voters, root };
+        let cluster = Self { nodes, voters, root, tls };
         // The nodes of a quorum wait for each other: start all, then wait for each.
         tokio::task::block_in_place(|| {
             for node in &cluster.nodes {
-                node.run("start", &cluster.voters);
+                node.run("start", &cluster.voters, cluster.tls.as_deref());
             }
             for node in &cluster.nodes {
-                node.run("wait", "");
+                node.run("wait", "", None);
             }
         });
         cluster
@@ -385,15 +393,15 @@ impl Cluster {
 
     /// SIGKILL of node `id`: no shutdown code runs.
     pub fn kill(&self, id: u32) {
-        tokio::task::block_in_place(|| self.node(id).run("kill", ""));
+        tokio::task::block_in_place(|| self.node(id).run("kill", "", None));
     }
 
     /// Starts node `id` again on its ports and data, and waits until it serves clients.
     pub async fn restart(&self, id: u32) {
         tokio::task::block_in_place(|| {
             let node = self.node(id);
-            node.run("start", &self.voters);
-            node.run("wait", "");
+            node.run("start", &self.voters, self.tls.as_deref());
+            node.run("wait", "", None);
         });
     }
 
@@ -513,6 +521,12 @@ pub struct PrivatePostgres {
 
 impl PrivatePostgres {
     pub async fn start() -> Self {
+        Self::start_tls(None).await
+    }
+
+    /// Like [`PrivatePostgres::start`]; with `tls` (a directory of `server.crt`, `server.key`),
+    /// the server takes TLS connections only (`hostssl`; plain ones are refused).
+    pub async fn start_tls(tls: Option<std::path::PathBuf>) -> Self {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL server binaries (apt package postgresql)")
             .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
@@ -528,9 +542,19 @@ impl PrivatePostgres {
             initdb.to_str().unwrap(),
             &["-D", pg.dir.to_str().unwrap(), "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C"],
         );
-        let conf = format!(
+        let mut conf = format!(
             "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\nmax_connections = 100\n"
         );
+        if let Some(tls) = &tls {
+            let dir = pg.dir.display();
+            for file in ["server.crt", "server.key"] {
+                pg.as_postgres("cp", &[tls.join(file).to_str().unwrap(), &format!("{dir}/{file}")]);
+            }
+            pg.as_postgres("chmod", &["600", &format!("{dir}/server.key")]);
+            conf.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+            let hba = "hostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n";
+            pg.as_postgres("sh", &["-c", &format!("printf \"{hba}\" > {dir}/pg_hba.conf")]);
+        }
         pg.as_postgres("sh", &["-c", &format!("printf \"{conf}\" >> {}/postgresql.conf", pg.dir.display())]);
         pg.pg_ctl(&["start", "-w", "-t", "60", "-l", &format!("{}/server.log", pg.dir.display())]);
         pg

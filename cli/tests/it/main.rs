@@ -11,3 +11,4 @@ mod money;
 mod pipeline;
 mod processor;
 mod relay;
+mod tls;
