@@ -410,7 +410,6 @@ impl Cluster {
     }
 
     /// The node that leads `partition` of `topic`, by the cluster's metadata.
-    #[allow(dead_code)] // used by the failover test that follows
     pub fn leader(&self, topic: &str, partition: i32) -> Option<u32> {
         let client: rdkafka::consumer::BaseConsumer =
             rdkafka::ClientConfig::new().set("bootstrap.servers", self.bootstrap()).create().ok()?;

@@ -6,6 +6,7 @@
 
 mod crosslang;
 mod edge;
+mod failover;
 mod harness;
 mod money;
 mod pipeline;

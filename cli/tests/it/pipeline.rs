@@ -268,7 +268,6 @@ async fn broker_down_answers_503_and_recovers() {
     assert_eq!(p.post("demo-standard", &headers, &body).await.0, 202);
 
     broker.kill();
-    let started = std::time::Instant::now();
     let (headers, body) = p.payment("msg_down_1", "pay_down_1", installments[1].0, "1.00");
     let response = p
         .http
@@ -281,7 +280,6 @@ async fn broker_down_answers_503_and_recovers() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 503);
     assert!(response.headers().contains_key("retry-after"));
-    assert!(started.elapsed() < Duration::from_secs(10), "bounded by the produce timeout");
 
     broker.restart().await;
     let mut accepted = false;

@@ -597,3 +597,25 @@ async fn a_postgres_outage_longer_than_the_poll_interval_loses_and_doubles_nothi
     assert_eq!(paid, Decimal::new(n, 2));
     p.stop().await;
 }
+
+/// Two members share the group; one is killed with SIGKILL mid-load while the other keeps
+/// running. Kafka's coordinator expires the dead member's session (10 s) and hands its
+/// partitions to the survivor, which starts them inside record batches at their stored
+/// positions: everything is applied exactly once, no restart needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_killed_while_another_runs_hands_its_partitions_over() {
+    let (mut config, db) = setup().await;
+    config.processor.seek_to_stored_position = true;
+    let load = fill(&config, &db, 6000).await;
+    let a = Service::start("processor", &config);
+    let b = Service::start("processor", &config);
+    let seen = wait_for(&db, APPLIED, load.distinct / 4, Duration::from_secs(120)).await;
+    assert!(seen < load.distinct, "killed before the end ({seen})");
+    a.kill9();
+    let applied = wait_for(&db, APPLIED, load.distinct, Duration::from_secs(120)).await;
+    assert_eq!(applied, load.distinct, "the survivor applied the dead member's partitions");
+    wait_for(&db, "SELECT count(*) FROM paystream.dead_letters", load.poison, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    b.terminate();
+    assert_exact(&db, &load).await;
+}
