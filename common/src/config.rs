@@ -303,8 +303,8 @@ pub struct ProcessorConfig {
     /// Start newly assigned partitions at the position stored in PostgreSQL (at the
     /// beginning of the log where none is stored) instead of the committed offset: saves
     /// re-reading after a crash, and applies what a database restored behind the group's
-    /// committed offsets is missing (without it, the processor stops at such a gap). Off by
-    /// default: the local Kafka-protocol broker stalls on assignments with explicit offsets.
+    /// committed offsets is missing (without it, the processor stops at such a gap). On by
+    /// default: the database is the source of truth for positions.
     pub seek_to_stored_position: bool,
 }
 
