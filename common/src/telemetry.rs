@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
 use crate::Shutdown;
@@ -27,14 +27,31 @@ pub fn init_tracing() {
     let _ = builder.try_init();
 }
 
+/// Histogram buckets of durations (`*_seconds`): 0.5 ms to 10 s, what a webhook, a produce or
+/// a transaction takes between healthy and broken.
+pub const SECONDS_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Histogram buckets of every other histogram: counts (messages per transaction, partitions
+/// per transaction), 1 to 5,000, so that a batch of 2,000 messages lands in a bucket of its
+/// own instead of `+Inf` as it did under the seconds buckets.
+pub const COUNT_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0];
+
+/// The recorder's configuration: count buckets by default, seconds buckets for names ending
+/// in `_seconds` (the naming rule of docs/metrics.md makes the unit part of the name).
+fn recorder_builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
+    PrometheusBuilder::new()
+        .set_buckets(COUNT_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+}
+
 /// The process-wide Prometheus recorder, installed on first use. Every service in the process
 /// (tests run several) shares it; metric names carry the service.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+            let recorder = recorder_builder()
                 .map(|b| b.build_recorder())
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
@@ -101,4 +118,24 @@ pub fn spawn_admin(listener: TcpListener, readiness: Readiness, shutdown: Shutdo
             tracing::error!(%error, "admin listener failed; /metrics and health checks are down");
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `_seconds` histogram gets the seconds buckets and any other histogram the count
+    /// buckets: a batch of 1,500 messages is counted below `le="2000"`, not only in `+Inf`.
+    #[test]
+    fn histograms_get_buckets_by_unit() {
+        let handle = metrics_handle();
+        metrics::histogram!("paystream_test_batch_size").record(1500.0);
+        metrics::histogram!("paystream_test_wait_seconds").record(0.003);
+        let text = handle.render();
+        assert!(text.contains("paystream_test_batch_size_bucket{le=\"2000\"} 1"), "{text}");
+        assert!(text.contains("paystream_test_batch_size_bucket{le=\"1000\"} 0"), "{text}");
+        assert!(!text.contains("paystream_test_batch_size_bucket{le=\"0.0005\"}"), "{text}");
+        assert!(text.contains("paystream_test_wait_seconds_bucket{le=\"0.005\"} 1"), "{text}");
+        assert!(text.contains("paystream_test_wait_seconds_bucket{le=\"0.0025\"} 0"), "{text}");
+    }
 }

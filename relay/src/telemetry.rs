@@ -57,3 +57,40 @@ pub fn event_parked(outbox_id: i64, event_id: &uuid::Uuid, error: &dyn std::fmt:
     tracing::error!(outbox_id, %event_id, %error, "event refused for good by the broker; parked in paystream.outbox_parked, its lane goes on");
     metrics::counter!("paystream_relay_events_parked_total").increment(1);
 }
+
+/// Describes every relay metric (HELP and unit on `/metrics`) and registers its counters at
+/// 0: a series that first appears at 1 is no increase to Prometheus, so the first parked
+/// event or held lane would not alert.
+pub fn register() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    // Installs the recorder first: what is described before it goes nowhere.
+    paystream_common::telemetry::metrics_handle();
+    describe_counter!("paystream_relay_events_published_total", "Events published (their outbox rows deleted).");
+    describe_histogram!("paystream_relay_batch_duration_seconds", Unit::Seconds, "A batch, taken to its last ack.");
+    describe_histogram!(
+        "paystream_relay_commit_to_ack_seconds",
+        Unit::Seconds,
+        "Oldest row's commit to its broker ack, per batch."
+    );
+    describe_counter!("paystream_relay_batch_failures_total", "Drain transactions rolled back (broker unavailable).");
+    describe_counter!(
+        "paystream_relay_unreadable_rows_total",
+        "Drain transactions rolled back for an outbox row that cannot be read."
+    );
+    describe_gauge!("paystream_relay_lanes_owned", Unit::Count, "Outbox lanes a drain worker owns.");
+    describe_gauge!("paystream_relay_outbox_pending", Unit::Count, "Events waiting in the outbox.");
+    describe_gauge!(
+        "paystream_relay_outbox_oldest_age_seconds",
+        Unit::Seconds,
+        "Age of the oldest waiting event, sampled by the relay."
+    );
+    describe_counter!("paystream_relay_events_parked_total", "Events the broker refused for good, parked.");
+    for name in [
+        "paystream_relay_events_published_total",
+        "paystream_relay_batch_failures_total",
+        "paystream_relay_unreadable_rows_total",
+        "paystream_relay_events_parked_total",
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+}
