@@ -26,10 +26,14 @@ pub struct Record {
 pub struct Pipeline {
     pub config: Config,
     pub ingest: SocketAddr,
+    /// The admin listeners (`/metrics`, `/healthz`, `/readyz`) of ingest, processor and relay.
+    pub admin: [SocketAddr; 3],
     pub db: tokio_postgres::Client,
     pub http: reqwest::Client,
     shutdown: Shutdown,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The relay alone, so that a test can stop and start it again.
+    relay: Option<(Shutdown, tokio::task::JoinHandle<()>)>,
 }
 
 impl Pipeline {
@@ -58,13 +62,15 @@ impl Pipeline {
         let mut tasks = Vec::new();
         let (c, s) = (config.clone(), shutdown.clone());
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ingest_admin = admin.local_addr().unwrap();
         tasks.push(tokio::spawn(async move { paystream_ingest::run(c, listener, admin, s).await.unwrap() }));
         let (c, s) = (config.clone(), shutdown.clone());
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let processor_admin = admin.local_addr().unwrap();
         tasks.push(tokio::spawn(async move { paystream_processor::run(c, admin, s).await.unwrap() }));
-        let (c, s) = (config.clone(), shutdown.clone());
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        tasks.push(tokio::spawn(async move { paystream_relay::run(c, admin, s).await.unwrap() }));
+        let relay_admin = admin.local_addr().unwrap();
+        let relay = Some(spawn_relay(&config, admin, &shutdown));
         let http = reqwest::Client::new();
         // Ingest answers once it is listening; wait for that rather than sleeping.
         for _ in 0..100 {
@@ -73,7 +79,22 @@ impl Pipeline {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Self { config, ingest, db, http, shutdown, tasks }
+        Self { config, ingest, admin: [ingest_admin, processor_admin, relay_admin], db, http, shutdown, tasks, relay }
+    }
+
+    /// Stops the relay (a clean shutdown) and waits for it; the other services go on.
+    pub async fn stop_relay(&mut self) {
+        if let Some((stop, task)) = self.relay.take() {
+            stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+        }
+    }
+
+    /// Starts the relay again, on its admin address of before.
+    pub async fn start_relay(&mut self) {
+        assert!(self.relay.is_none(), "the relay runs already");
+        let admin = TcpListener::bind(self.admin[2]).await.unwrap();
+        self.relay = Some(spawn_relay(&self.config, admin, &self.shutdown));
     }
 
     /// A probe that only reads topics of `config`.
@@ -179,10 +200,17 @@ impl Pipeline {
     /// Stops the services and waits for them.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        for t in self.tasks {
+        for t in self.tasks.into_iter().chain(self.relay.map(|(_, t)| t)) {
             let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
         }
     }
+}
+
+/// The relay on `admin`, stopped by its own token (a child of `shutdown`).
+fn spawn_relay(config: &Config, admin: TcpListener, shutdown: &Shutdown) -> (Shutdown, tokio::task::JoinHandle<()>) {
+    let (c, s) = (config.clone(), shutdown.child_token());
+    let stop = s.clone();
+    (stop, tokio::spawn(async move { paystream_relay::run(c, admin, s).await.unwrap() }))
 }
 
 /// The headers ingest puts on an inbound record: its MAC under the command key.

@@ -8,6 +8,8 @@ mod crosslang;
 mod edge;
 mod harness;
 mod money;
+mod observability;
 mod pipeline;
 mod processor;
+mod prometheus;
 mod relay;
