@@ -43,6 +43,11 @@ pub enum Command {
     Loadgen(LoadgenArgs),
     /// Print what the database holds: payments, dead letters, outbox, trial balance.
     Report,
+    /// What the processor could not apply: list, show, re-drive once the cause is fixed.
+    Deadletters {
+        #[command(subcommand)]
+        command: crate::deadletters::DeadLetters,
+    },
     /// Measure paystream against its baselines on the local stack, side by side.
     Bench {
         /// Smaller sizes (a CI-sized run of about a minute).
@@ -209,6 +214,7 @@ pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result
         }
         Command::Loadgen(args) => return loadgen(&config, args).await,
         Command::Report => report(&config).await?,
+        Command::Deadletters { command } => crate::deadletters::run(&config, command).await?,
         Command::Bench {
             quick,
             json,

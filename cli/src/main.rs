@@ -2,6 +2,8 @@
 //! configuration, start telemetry, call the library.
 
 mod commands;
+mod deadletters;
+mod when;
 
 use std::path::PathBuf;
 

@@ -229,6 +229,20 @@ pub async fn connect_db(config: &Config) -> tokio_postgres::Client {
     db
 }
 
+/// Runs `paystream ARGS` (a command-line tool, not a service) against the test's database and
+/// topics; its exit status, stdout and stderr.
+pub fn cli(config: &Config, args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_paystream"))
+        .args(args)
+        .env("PAYSTREAM_CONFIG", paystream_common::testing::DEV_CONFIG)
+        .envs(config.data_env())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+    (output.status.success(), text(output.stdout), text(output.stderr))
+}
+
 pub fn now_s() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }

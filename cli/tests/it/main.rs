@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 mod crosslang;
+mod deadletters;
 mod edge;
 mod harness;
 mod money;
