@@ -3,6 +3,8 @@
 
 mod commands;
 mod deadletters;
+mod events;
+mod payments;
 mod when;
 
 use std::path::PathBuf;
