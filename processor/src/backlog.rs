@@ -29,7 +29,11 @@ pub async fn sample(pool: Pool, shutdown: Shutdown) {
         .await;
         match sampled {
             Ok(age) => telemetry::outbox_oldest(age),
-            Err(error) => tracing::warn!(%error, "cannot sample the outbox backlog; will sample again"),
+            Err(error) => paystream_common::warn_limited!(
+                paystream_common::telemetry::RETRY_LOG_INTERVAL,
+                %error,
+                "cannot sample the outbox backlog; will sample again"
+            ),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -58,9 +58,16 @@ pub struct BatchRetried<'a> {
 }
 
 impl BatchRetried<'_> {
-    /// Logs (warn) and counts.
+    /// Logs (warn, at most once per `RETRY_LOG_INTERVAL`: a partition retries every few
+    /// hundred milliseconds while the database is away) and counts every retry.
     pub fn emit(&self) {
-        tracing::warn!(partition = self.partition, attempt = self.attempt, error = %self.error, "batch failed; retrying");
+        paystream_common::warn_limited!(
+            paystream_common::telemetry::RETRY_LOG_INTERVAL,
+            partition = self.partition,
+            attempt = self.attempt,
+            error = %self.error,
+            "batch failed; retrying"
+        );
         metrics::counter!("paystream_processor_batch_retries_total").increment(1);
     }
 }

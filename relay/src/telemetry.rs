@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use paystream_common::telemetry::RETRY_LOG_INTERVAL;
+
 /// A batch was published and deleted.
 pub struct BatchPublished {
     /// Outbox rows in the batch.
@@ -29,15 +31,18 @@ impl BatchPublished {
     }
 }
 
-/// A batch failed to publish; its rows stay for the next attempt.
+/// A batch failed to publish; its rows stay for the next attempt. Logged at most once per
+/// `RETRY_LOG_INTERVAL`: with the broker down every worker fails as fast as it retries.
 pub fn batch_failed(error: &dyn std::fmt::Display) {
-    tracing::warn!(%error, "outbox batch not published; will retry");
+    paystream_common::warn_limited!(RETRY_LOG_INTERVAL, %error, "outbox batch not published; will retry");
     metrics::counter!("paystream_relay_batch_failures_total").increment(1);
 }
 
-/// A lane held back for an unreadable row; its other rows wait, the other lanes go on.
+/// A lane held back for an unreadable row; its other rows wait, the other lanes go on. It is
+/// retried every 5 s until repaired: logged at most once per `RETRY_LOG_INTERVAL` (the line
+/// names one lane; `suppressed` counts the others' and the repeats).
 pub fn lane_held(lane: i16, error: &dyn std::fmt::Display) {
-    tracing::error!(lane, %error, "outbox lane held back; repair or remove the row (paystream.outbox_events(frames) reads it)");
+    paystream_common::error_limited!(RETRY_LOG_INTERVAL, lane, %error, "outbox lane held back; repair or remove the row (paystream.outbox_events(frames) reads it)");
     metrics::counter!("paystream_relay_unreadable_rows_total").increment(1);
 }
 

@@ -258,7 +258,24 @@ impl Service {
 
     /// Like [`Service::start`], with more `PAYSTREAM_*` variables.
     pub fn start_with(service: &str, config: &Config, env: &[(&str, String)]) -> Self {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_paystream"))
+        // Logs go to stderr; PAYSTREAM_TEST_CHILD_LOG=info shows them with --no-capture.
+        Self(Self::command(service, config, env).stderr(std::process::Stdio::inherit()).spawn().unwrap())
+    }
+
+    /// Like [`Service::start_with`], with its stderr (its logs) piped to the test.
+    pub fn start_capturing(
+        service: &str,
+        config: &Config,
+        env: &[(&str, String)],
+    ) -> (Self, std::process::ChildStderr) {
+        let mut child = Self::command(service, config, env).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        (Self(child), stderr)
+    }
+
+    fn command(service: &str, config: &Config, env: &[(&str, String)]) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_paystream"));
+        command
             .arg(service)
             .env("PAYSTREAM_CONFIG", paystream_common::testing::DEV_CONFIG)
             .envs(config.data_env())
@@ -272,12 +289,8 @@ impl Service {
             .env("PAYSTREAM_RELAY__POLL_INTERVAL_MS", config.relay.poll_interval_ms.to_string())
             .env("RUST_LOG", std::env::var("PAYSTREAM_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()))
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            // Logs go to stderr; PAYSTREAM_TEST_CHILD_LOG=info shows them with --no-capture.
-            .stdout(std::process::Stdio::inherit())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .unwrap();
-        Self(child)
+            .stdout(std::process::Stdio::inherit());
+        command
     }
 
     /// The process's resident memory now and at its peak (`VmRSS`, `VmHWM`), in bytes.

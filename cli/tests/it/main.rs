@@ -8,6 +8,7 @@ mod crosslang;
 mod deadletters;
 mod edge;
 mod harness;
+mod logs;
 mod lookup;
 mod money;
 mod observability;
