@@ -12,6 +12,7 @@ mod logs;
 mod lookup;
 mod money;
 mod observability;
+mod openapi;
 mod pipeline;
 mod processor;
 mod prometheus;
