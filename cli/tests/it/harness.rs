@@ -93,7 +93,18 @@ impl Pipeline {
     /// Starts the relay again, on its admin address of before.
     pub async fn start_relay(&mut self) {
         assert!(self.relay.is_none(), "the relay runs already");
-        let admin = TcpListener::bind(self.admin[2]).await.unwrap();
+        // The stopped relay's admin listener closes on its own task, which nothing awaits:
+        // the address may be busy for a moment.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let admin = loop {
+            match TcpListener::bind(self.admin[2]).await {
+                Ok(listener) => break listener,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(error) => panic!("the relay's admin address {}: {error}", self.admin[2]),
+            }
+        };
         self.relay = Some(spawn_relay(&self.config, admin, &self.shutdown));
     }
 
