@@ -43,6 +43,21 @@ pub enum Command {
     Loadgen(LoadgenArgs),
     /// Print what the database holds: payments, dead letters, outbox, trial balance.
     Report,
+    /// What the processor could not apply: list, show, re-drive once the cause is fixed.
+    Deadletters {
+        #[command(subcommand)]
+        command: crate::deadletters::DeadLetters,
+    },
+    /// Look a payment up: its allocation, journals, reversals, events and inbound position.
+    Payments {
+        #[command(subcommand)]
+        command: crate::payments::Payments,
+    },
+    /// The events topic, decoded: one JSON line per event.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Measure paystream against its baselines on the local stack, side by side.
     Bench {
         /// Smaller sizes (a CI-sized run of about a minute).
@@ -96,6 +111,13 @@ pub enum Command {
         #[arg(long, default_value = "/healthz")]
         path: String,
     },
+}
+
+/// `paystream events` subcommands.
+#[derive(Subcommand)]
+pub enum EventsCommand {
+    /// Consume `paystream.payments.events.v1` and print each event as a JSON line.
+    Tail(crate::events::TailArgs),
 }
 
 #[derive(clap::Args)]
@@ -209,6 +231,13 @@ pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result
         }
         Command::Loadgen(args) => return loadgen(&config, args).await,
         Command::Report => report(&config).await?,
+        Command::Deadletters { command } => crate::deadletters::run(&config, command).await?,
+        Command::Payments { command } => {
+            if !crate::payments::run(&config, command).await? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Events { command: EventsCommand::Tail(args) } => crate::events::tail(&config, args).await?,
         Command::Bench {
             quick,
             json,

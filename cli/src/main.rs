@@ -2,6 +2,10 @@
 //! configuration, start telemetry, call the library.
 
 mod commands;
+mod deadletters;
+mod events;
+mod payments;
+mod when;
 
 use std::path::PathBuf;
 

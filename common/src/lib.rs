@@ -19,7 +19,11 @@ pub mod telemetry;
 pub mod testing;
 
 pub use config::{Config, ConfigError, Secret};
+
 pub use tokio_util::sync::CancellationToken as Shutdown;
+/// For the log-limiting macros of [`telemetry`], so that their callers need no `tracing` path.
+#[doc(hidden)]
+pub use tracing as __tracing;
 
 /// Number of outbox lanes. The processor assigns each outbox row the lane of its aggregate
 /// and each lane is drained by at most one relay at a time, which is what keeps

@@ -270,6 +270,12 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration { version: 7, name: "money_holes", sql: include_str!("../../migrations/V0007__money_holes.sql") },
     Migration { version: 8, name: "outbox_parked", sql: include_str!("../../migrations/V0008__outbox_parked.sql") },
+    // 9-16 are reserved for other work; the runner applies versions in this order, gaps allowed.
+    Migration {
+        version: 17,
+        name: "dead_letter_redrive",
+        sql: include_str!("../../migrations/V0017__dead_letter_redrive.sql"),
+    },
 ];
 
 /// A digest of the migrations, used to name migrated test templates.

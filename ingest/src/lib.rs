@@ -116,6 +116,7 @@ pub async fn run(
 
     let readiness = Readiness::default();
     spawn_admin(admin, readiness.clone(), shutdown.clone());
+    telemetry::register(&providers.keys().map(String::as_str).collect::<Vec<_>>());
     spawn_readiness_probe(producer.clone(), config.kafka.inbound_topic.clone(), readiness, shutdown.clone());
 
     let ingest = &config.ingest;
@@ -173,8 +174,7 @@ impl App {
         match self.producer_config.create::<FutureProducer>() {
             Ok(fresh) => {
                 *self.producer.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
-                tracing::warn!("replaced the Kafka producer after a failed produce");
-                metrics::counter!("paystream_ingest_producer_resets_total").increment(1);
+                telemetry::ProducerReplaced.emit();
             }
             Err(error) => tracing::error!(%error, "cannot create a Kafka producer"),
         }

@@ -88,3 +88,71 @@ impl WebhookHeld<'_> {
         metrics::counter!("paystream_ingest_webhooks_held_total", "provider" => self.provider.to_owned()).increment(1);
     }
 }
+
+/// The Kafka producer was replaced after a failed produce (a wedged idempotent producer).
+pub struct ProducerReplaced;
+
+impl ProducerReplaced {
+    /// Logs (warn) and counts.
+    pub fn emit(&self) {
+        tracing::warn!("replaced the Kafka producer after a failed produce");
+        metrics::counter!("paystream_ingest_producer_resets_total").increment(1);
+    }
+}
+
+/// Outcome labels of `paystream_ingest_requests_total`, as `IngestError::outcome` and the
+/// accepted answers name them.
+pub const OUTCOMES: &[&str] = &[
+    "accepted",
+    "ignored",
+    "unprocessable",
+    "unauthorized",
+    "malformed",
+    "too_large",
+    "unsupported_media_type",
+    "unknown_provider",
+    "body_timeout",
+    "busy",
+    "too_many_forgeries",
+    "rate_limited",
+    "broker_unavailable",
+    "internal",
+];
+
+/// Describes every ingest metric (HELP and unit on `/metrics`) and registers the counters
+/// that alerts watch for any increase at 0, per configured provider: a series that first
+/// appears at 1 is no increase to Prometheus, so the first held webhook would not alert.
+pub fn register(providers: &[&str]) {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    // Installs the recorder first: what is described before it goes nowhere.
+    paystream_common::telemetry::metrics_handle();
+    describe_counter!("paystream_ingest_requests_total", "Webhooks answered, by provider and outcome.");
+    describe_counter!("paystream_ingest_commands_produced_total", "Commands acknowledged by the broker.");
+    describe_counter!("paystream_ingest_signature_failures_total", "Webhook signatures refused, by reason.");
+    describe_counter!(
+        "paystream_ingest_webhooks_held_total",
+        "Signed webhooks that could not be normalised, kept whole for the dead letters."
+    );
+    describe_counter!("paystream_ingest_producer_resets_total", "Kafka producers replaced after a failed produce.");
+    describe_histogram!(
+        "paystream_ingest_request_duration_seconds",
+        Unit::Seconds,
+        "Webhook requests, first byte to answer."
+    );
+    describe_histogram!(
+        "paystream_ingest_produce_duration_seconds",
+        Unit::Seconds,
+        "Produces, send to delivery report, by result."
+    );
+    describe_gauge!("paystream_ingest_in_flight_requests", "Webhook requests being handled.");
+    metrics::counter!("paystream_ingest_producer_resets_total").increment(0);
+    for provider in providers {
+        metrics::counter!("paystream_ingest_webhooks_held_total", "provider" => provider.to_string()).increment(0);
+        metrics::counter!("paystream_ingest_commands_produced_total", "provider" => provider.to_string()).increment(0);
+        for outcome in OUTCOMES {
+            metrics::counter!("paystream_ingest_requests_total", "provider" => provider.to_string(), "outcome" => *outcome)
+                .increment(0);
+        }
+    }
+    metrics::gauge!("paystream_ingest_in_flight_requests").increment(0.0);
+}

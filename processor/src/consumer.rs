@@ -676,7 +676,7 @@ impl Worker {
             .await;
             match result {
                 Ok(()) => {
-                    metrics::counter!("paystream_processor_messages_total", "outcome" => "dead_lettered").increment(1);
+                    telemetry::DeadLettered.emit();
                     return Ok(true);
                 }
                 Err(error) if error.disposition() == Disposition::Retry && attempt < 1000 => {

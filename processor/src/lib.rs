@@ -9,6 +9,7 @@
 //! and nothing is skipped. What cannot be applied becomes a dead letter, never a gap.
 
 pub mod apply;
+mod backlog;
 mod consumer;
 pub mod error;
 pub mod ledger;
@@ -35,7 +36,9 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
     let pool = postgres::pool(&config.postgres)?;
     let readiness = Readiness::default();
     spawn_admin(admin, readiness.clone(), shutdown.clone());
+    telemetry::register();
     spawn_readiness_probe(pool.clone(), readiness, shutdown.clone());
+    tokio::spawn(backlog::sample(pool.clone(), shutdown.clone()));
     let result = consumer::consume(&config, pool, shutdown).await;
     tracing::info!("processor stopped");
     result

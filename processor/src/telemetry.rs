@@ -58,9 +58,16 @@ pub struct BatchRetried<'a> {
 }
 
 impl BatchRetried<'_> {
-    /// Logs (warn) and counts.
+    /// Logs (warn, at most once per `RETRY_LOG_INTERVAL`: a partition retries every few
+    /// hundred milliseconds while the database is away) and counts every retry.
     pub fn emit(&self) {
-        tracing::warn!(partition = self.partition, attempt = self.attempt, error = %self.error, "batch failed; retrying");
+        paystream_common::warn_limited!(
+            paystream_common::telemetry::RETRY_LOG_INTERVAL,
+            partition = self.partition,
+            attempt = self.attempt,
+            error = %self.error,
+            "batch failed; retrying"
+        );
         metrics::counter!("paystream_processor_batch_retries_total").increment(1);
     }
 }
@@ -102,4 +109,74 @@ impl HeldApplied<'_> {
 pub fn pending_reversals(count: i64, oldest_age_seconds: f64) {
     metrics::gauge!("paystream_processor_pending_reversals").set(count as f64);
     metrics::gauge!("paystream_processor_pending_reversal_oldest_age_seconds").set(oldest_age_seconds);
+}
+
+/// A message was dead-lettered on its own (after its batch failed): counted with the batches'.
+pub struct DeadLettered;
+
+impl DeadLettered {
+    /// Counts it (`Writes::dead_letter` logged it already).
+    pub fn emit(&self) {
+        metrics::counter!("paystream_processor_messages_total", "outcome" => "dead_lettered").increment(1);
+    }
+}
+
+/// The age of the oldest outbox row, sampled by the processor. The relay samples the backlog
+/// too, but from its drain loop: when the relay is down or stuck its gauge stops or vanishes,
+/// which is when an operator needs the figure; the processor writes the outbox and sees it
+/// grow whatever the relay does.
+pub fn outbox_oldest(age_seconds: f64) {
+    metrics::gauge!("paystream_processor_outbox_oldest_age_seconds").set(age_seconds);
+}
+
+/// Outcome labels of `paystream_processor_messages_total`.
+pub const OUTCOMES: &[&str] =
+    &["applied", "rejected", "reversed", "held", "held_applied", "duplicate", "dead_lettered", "skipped"];
+
+/// Describes every processor metric (HELP and unit on `/metrics`) and registers its counters
+/// at 0: a series that first appears at 1 is no increase to Prometheus, so the first dead
+/// letter would not alert.
+pub fn register() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    // Installs the recorder first: what is described before it goes nowhere.
+    paystream_common::telemetry::metrics_handle();
+    describe_counter!("paystream_processor_messages_total", "Inbound messages by what became of them.");
+    describe_counter!("paystream_processor_events_written_total", "Events written to the outbox.");
+    describe_histogram!("paystream_processor_batch_size", Unit::Count, "Messages per transaction.");
+    describe_histogram!("paystream_processor_batch_partitions", Unit::Count, "Partition batches per transaction.");
+    describe_histogram!(
+        "paystream_processor_batch_duration_seconds",
+        Unit::Seconds,
+        "Transaction time, retries included."
+    );
+    describe_counter!("paystream_processor_batch_retries_total", "Transient failures retried.");
+    describe_counter!("paystream_processor_rebalances_total", "Consumer group rebalances, by kind.");
+    describe_gauge!(
+        "paystream_processor_lag_messages",
+        Unit::Count,
+        "Messages of a partition behind the stored position."
+    );
+    describe_gauge!(
+        "paystream_processor_pending_reversals",
+        Unit::Count,
+        "Reversals held for a payment not recorded yet."
+    );
+    describe_gauge!(
+        "paystream_processor_pending_reversal_oldest_age_seconds",
+        Unit::Seconds,
+        "Age of the oldest held reversal."
+    );
+    describe_gauge!(
+        "paystream_processor_outbox_oldest_age_seconds",
+        Unit::Seconds,
+        "Age of the oldest outbox row not yet published, sampled by the processor."
+    );
+    for outcome in OUTCOMES {
+        metrics::counter!("paystream_processor_messages_total", "outcome" => *outcome).increment(0);
+    }
+    metrics::counter!("paystream_processor_events_written_total").increment(0);
+    metrics::counter!("paystream_processor_batch_retries_total").increment(0);
+    for kind in ["assign", "revoke"] {
+        metrics::counter!("paystream_processor_rebalances_total", "kind" => kind).increment(0);
+    }
 }

@@ -26,10 +26,14 @@ pub struct Record {
 pub struct Pipeline {
     pub config: Config,
     pub ingest: SocketAddr,
+    /// The admin listeners (`/metrics`, `/healthz`, `/readyz`) of ingest, processor and relay.
+    pub admin: [SocketAddr; 3],
     pub db: tokio_postgres::Client,
     pub http: reqwest::Client,
     shutdown: Shutdown,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The relay alone, so that a test can stop and start it again.
+    relay: Option<(Shutdown, tokio::task::JoinHandle<()>)>,
 }
 
 impl Pipeline {
@@ -58,13 +62,15 @@ impl Pipeline {
         let mut tasks = Vec::new();
         let (c, s) = (config.clone(), shutdown.clone());
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ingest_admin = admin.local_addr().unwrap();
         tasks.push(tokio::spawn(async move { paystream_ingest::run(c, listener, admin, s).await.unwrap() }));
         let (c, s) = (config.clone(), shutdown.clone());
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let processor_admin = admin.local_addr().unwrap();
         tasks.push(tokio::spawn(async move { paystream_processor::run(c, admin, s).await.unwrap() }));
-        let (c, s) = (config.clone(), shutdown.clone());
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        tasks.push(tokio::spawn(async move { paystream_relay::run(c, admin, s).await.unwrap() }));
+        let relay_admin = admin.local_addr().unwrap();
+        let relay = Some(spawn_relay(&config, admin, &shutdown));
         let http = reqwest::Client::new();
         // Ingest answers once it is listening; wait for that rather than sleeping.
         for _ in 0..100 {
@@ -73,7 +79,33 @@ impl Pipeline {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Self { config, ingest, db, http, shutdown, tasks }
+        Self { config, ingest, admin: [ingest_admin, processor_admin, relay_admin], db, http, shutdown, tasks, relay }
+    }
+
+    /// Stops the relay (a clean shutdown) and waits for it; the other services go on.
+    pub async fn stop_relay(&mut self) {
+        if let Some((stop, task)) = self.relay.take() {
+            stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+        }
+    }
+
+    /// Starts the relay again, on its admin address of before.
+    pub async fn start_relay(&mut self) {
+        assert!(self.relay.is_none(), "the relay runs already");
+        // The stopped relay's admin listener closes on its own task, which nothing awaits:
+        // the address may be busy for a moment.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let admin = loop {
+            match TcpListener::bind(self.admin[2]).await {
+                Ok(listener) => break listener,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(error) => panic!("the relay's admin address {}: {error}", self.admin[2]),
+            }
+        };
+        self.relay = Some(spawn_relay(&self.config, admin, &self.shutdown));
     }
 
     /// A probe that only reads topics of `config`.
@@ -176,13 +208,13 @@ impl Pipeline {
         }
     }
 
-    /// Stops the services and waits for them.
     /// Stops the services and waits for them; a service that failed (returned an error or
     /// panicked, at any time during the test) or that does not stop within 30 s fails the
     /// test, whatever the test's own assertions said.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        for (name, task) in ["ingest", "processor", "relay"].into_iter().zip(self.tasks) {
+        let tasks = ["ingest", "processor"].into_iter().zip(self.tasks);
+        for (name, task) in tasks.chain(self.relay.map(|(_, t)| ("relay", t))) {
             match tokio::time::timeout(Duration::from_secs(30), task).await {
                 Ok(Ok(())) => {}
                 Ok(Err(failed)) => panic!("{name} failed during the test: {failed}"),
@@ -190,6 +222,13 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// The relay on `admin`, stopped by its own token (a child of `shutdown`).
+fn spawn_relay(config: &Config, admin: TcpListener, shutdown: &Shutdown) -> (Shutdown, tokio::task::JoinHandle<()>) {
+    let (c, s) = (config.clone(), shutdown.child_token());
+    let stop = s.clone();
+    (stop, tokio::spawn(async move { paystream_relay::run(c, admin, s).await.unwrap() }))
 }
 
 /// The headers ingest puts on an inbound record: its MAC under the command key.
@@ -204,6 +243,20 @@ pub fn command_headers(config: &Config, key: &[u8], payload: &[u8]) -> rdkafka::
 /// (TLS when the configuration asks for it).
 pub async fn connect_db(config: &Config) -> tokio_postgres::Client {
     paystream_common::postgres::connect(&config.postgres, "paystream-test", None).await.unwrap()
+}
+
+/// Runs `paystream ARGS` (a command-line tool, not a service) against the test's database and
+/// topics; its exit status, stdout and stderr.
+pub fn cli(config: &Config, args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_paystream"))
+        .args(args)
+        .env("PAYSTREAM_CONFIG", paystream_common::testing::DEV_CONFIG)
+        .envs(config.data_env())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+    (output.status.success(), text(output.stdout), text(output.stderr))
 }
 
 pub fn now_s() -> i64 {
@@ -221,7 +274,24 @@ impl Service {
 
     /// Like [`Service::start`], with more `PAYSTREAM_*` variables.
     pub fn start_with(service: &str, config: &Config, env: &[(&str, String)]) -> Self {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_paystream"))
+        // Logs go to stderr; PAYSTREAM_TEST_CHILD_LOG=info shows them with --no-capture.
+        Self(Self::command(service, config, env).stderr(std::process::Stdio::inherit()).spawn().unwrap())
+    }
+
+    /// Like [`Service::start_with`], with its stderr (its logs) piped to the test.
+    pub fn start_capturing(
+        service: &str,
+        config: &Config,
+        env: &[(&str, String)],
+    ) -> (Self, std::process::ChildStderr) {
+        let mut child = Self::command(service, config, env).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        (Self(child), stderr)
+    }
+
+    fn command(service: &str, config: &Config, env: &[(&str, String)]) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_paystream"));
+        command
             .arg(service)
             .env("PAYSTREAM_CONFIG", paystream_common::testing::DEV_CONFIG)
             .envs(config.data_env())
@@ -235,12 +305,8 @@ impl Service {
             .env("PAYSTREAM_RELAY__POLL_INTERVAL_MS", config.relay.poll_interval_ms.to_string())
             .env("RUST_LOG", std::env::var("PAYSTREAM_TEST_CHILD_LOG").unwrap_or_else(|_| "warn".into()))
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            // Logs go to stderr; PAYSTREAM_TEST_CHILD_LOG=info shows them with --no-capture.
-            .stdout(std::process::Stdio::inherit())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .unwrap();
-        Self(child)
+            .stdout(std::process::Stdio::inherit());
+        command
     }
 
     /// The process's resident memory now and at its peak (`VmRSS`, `VmHWM`), in bytes.

@@ -5,11 +5,17 @@
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 mod crosslang;
+mod deadletters;
 mod edge;
 mod failover;
 mod harness;
+mod logs;
+mod lookup;
 mod money;
+mod observability;
+mod openapi;
 mod pipeline;
 mod processor;
+mod prometheus;
 mod relay;
 mod tls;
