@@ -1,11 +1,12 @@
-//! The paystream load generator and the pieces the benchmarks share.
+//! paystream's load generator and benchmarks, and the `paystream-bench` binary that runs
+//! them, kept out of the production `paystream` binary: what only measures has no place in
+//! what runs the money.
 //!
-//! `loadgen` sends signed webhooks to ingest, open-loop at a target rate (latency measured
-//! from each request's intended send time, so a stalled server cannot hide its stall) or
-//! closed-loop with N connections, with duplicates and bad requests mixed in on request, and
-//! optionally follows `paystream.payments.events.v1` to measure end-to-end latency and to
-//! prove that every accepted payment produced exactly one outcome event.
+//! - `loadgen`: signed webhooks at a rate or closed loop, with the events read back;
+//! - `bench`: every figure of `docs/benchmarks.md`, each beside its peer, in one run: the
+//!   processor beside the seed systems' design (one PL/pgSQL call a payment), the relay
+//!   beside a plain producer, ingest beside a bare server, paystream's whole pipeline beside
+//!   the seed design's, and the CPU per payment of every process.
 
 pub mod bench;
 pub mod loadgen;
-pub mod plot;

@@ -1,12 +1,12 @@
 //! The subcommands.
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use paystream_benchmarks::bench::{Context, Part};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
@@ -39,8 +39,14 @@ pub enum Command {
         #[arg(long, default_value = "BRL", env = "PAYSTREAM_SEED_CURRENCY")]
         currency: String,
     },
-    /// Send signed webhooks to ingest and report what happened.
-    Loadgen(LoadgenArgs),
+    /// Send signed webhooks to ingest and report what happened: runs `paystream-bench
+    /// loadgen` with these arguments (the load generator is not part of this binary).
+    #[command(disable_help_flag = true)]
+    Loadgen {
+        /// The arguments of `paystream-bench loadgen` (see `paystream-bench loadgen --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
     /// Print what the database holds: payments, dead letters, outbox, trial balance.
     Report,
     /// What the processor could not apply: list, show, re-drive once the cause is fixed.
@@ -58,50 +64,13 @@ pub enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
-    /// Measure paystream against its baselines on the local stack, side by side.
+    /// Measure paystream beside its peers: runs `paystream-bench bench` with these arguments.
+    #[command(disable_help_flag = true)]
     Bench {
-        /// Smaller sizes (a CI-sized run of about a minute).
-        #[arg(long)]
-        quick: bool,
-        /// Also write the results as JSON to this file.
-        #[arg(long)]
-        json: Option<std::path::PathBuf>,
-        /// Also write the results into this Markdown file, between its
-        /// `<!-- bench:results:start -->` and `<!-- bench:results:end -->` markers.
-        #[arg(long)]
-        markdown: Option<std::path::PathBuf>,
-        /// Measure nothing: read a run's JSON and write its Markdown and charts again. Given
-        /// several times, the runs' parts are merged (the first file's context is kept):
-        /// `scripts/bench` measures each part on a fresh broker this way.
-        #[arg(long)]
-        replot: Vec<std::path::PathBuf>,
-        /// Only these measurements (default: all).
-        #[arg(long, value_enum, value_delimiter = ',')]
-        only: Vec<paystream_benchmarks::bench::Part>,
-        /// The run's UTC time, commit and machine, for the record.
-        #[arg(long, default_value = "")]
-        date: String,
-        /// Commit measured.
-        #[arg(long, default_value = "")]
-        commit: String,
-        /// Cores, memory, kernel.
-        #[arg(long, default_value = "")]
-        machine: String,
-        /// pgbench single-row INSERT commits/s measured in the same run.
-        #[arg(long)]
-        pg_commits: Option<f64>,
-        /// pgbench rows/s in 100-row INSERT transactions measured in the same run.
-        #[arg(long)]
-        pg_rows: Option<f64>,
-        /// pgbench payments/s of the processor's own rows written with no logic
-        /// (`benchmarks/sql/rows_limit.sql`), measured in the same run.
-        #[arg(long)]
-        pg_payment_rows: Option<f64>,
+        /// The arguments of `paystream-bench bench`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
     },
-    /// The benchmark's baseline: an HTTP server on `ingest.listen` that answers 202 to every
-    /// webhook without verifying or producing (readiness on `ingest.admin_listen`).
-    #[command(hide = true)]
-    BareServer,
     /// Exit 0 when the admin endpoint answers 200 (for container health checks).
     Healthcheck {
         /// Admin address of the service to check.
@@ -118,49 +87,6 @@ pub enum Command {
 pub enum EventsCommand {
     /// Consume `paystream.payments.events.v1` and print each event as a JSON line.
     Tail(crate::events::TailArgs),
-}
-
-#[derive(clap::Args)]
-pub struct LoadgenArgs {
-    /// Ingest base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080", env = "PAYSTREAM_LOADGEN_TARGET")]
-    target: String,
-    /// Provider to sign as.
-    #[arg(long, default_value = "demo-standard", env = "PAYSTREAM_LOADGEN_PROVIDER")]
-    provider: String,
-    /// Distinct payments to send.
-    #[arg(long, default_value_t = 1000, env = "PAYSTREAM_LOADGEN_COUNT")]
-    count: u64,
-    /// Requests per second (open loop); omit for closed loop as fast as possible.
-    #[arg(long, env = "PAYSTREAM_LOADGEN_RATE")]
-    rate: Option<f64>,
-    /// Requests in flight at most.
-    #[arg(long, default_value_t = 64, env = "PAYSTREAM_LOADGEN_CONCURRENCY")]
-    concurrency: usize,
-    /// Share of requests that re-send an earlier webhook (0..1).
-    #[arg(long, default_value_t = 0.0, env = "PAYSTREAM_LOADGEN_DUPLICATES")]
-    duplicates: f64,
-    /// Share of requests with a wrong signature (0..1).
-    #[arg(long, default_value_t = 0.0, env = "PAYSTREAM_LOADGEN_BAD")]
-    bad: f64,
-    /// Share of payments refunded in full by a later webhook (0..1; paystream and stripe formats).
-    #[arg(long, default_value_t = 0.0, env = "PAYSTREAM_LOADGEN_REFUNDS")]
-    refunds: f64,
-    /// Follow the events topic: end-to-end latency and one outcome per payment.
-    #[arg(long, env = "PAYSTREAM_LOADGEN_FOLLOW_EVENTS")]
-    follow_events: bool,
-    /// Seconds to wait for events after the last send.
-    #[arg(long, default_value_t = 60, env = "PAYSTREAM_LOADGEN_EVENTS_TIMEOUT_S")]
-    events_timeout_s: u64,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    json: bool,
-    /// RNG seed of the duplicate/bad mix.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Hide the progress bar.
-    #[arg(long)]
-    quiet: bool,
 }
 
 /// Connections the kernel completes and queues for a listener before it accepts them. Tokio's
@@ -193,11 +119,6 @@ pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result
             let admin = bind(config.processor.admin_listen).await?;
             paystream_processor::run(config, admin, shutdown).await?;
         }
-        Command::BareServer => {
-            tokio::spawn(cancel_on_signal(shutdown.clone()));
-            let (listener, admin) = (bind(config.ingest.listen).await?, bind(config.ingest.admin_listen).await?);
-            paystream_benchmarks::bench::serve_bare(listener, admin, shutdown).await?;
-        }
         Command::Relay => {
             tokio::spawn(cancel_on_signal(shutdown.clone()));
             let admin = bind(config.relay.admin_listen).await?;
@@ -229,7 +150,6 @@ pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result
                 size.installments()
             );
         }
-        Command::Loadgen(args) => return loadgen(&config, args).await,
         Command::Report => report(&config).await?,
         Command::Deadletters { command } => crate::deadletters::run(&config, command).await?,
         Command::Payments { command } => {
@@ -238,96 +158,11 @@ pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result
             }
         }
         Command::Events { command: EventsCommand::Tail(args) } => crate::events::tail(&config, args).await?,
-        Command::Bench {
-            quick,
-            json,
-            markdown,
-            replot,
-            only,
-            date,
-            commit,
-            machine,
-            pg_commits,
-            pg_rows,
-            pg_payment_rows,
-        } => {
-            let context = Context {
-                date,
-                commit,
-                machine,
-                quick,
-                pg_commits_per_s: pg_commits,
-                pg_rows_per_s: pg_rows,
-                pg_payment_rows_per_s: pg_payment_rows,
-            };
-            bench(&config, quick, json.as_deref(), markdown.as_deref(), &replot, &only, context).await?
-        }
+        Command::Loadgen { args } => return Ok(bench_tool("loadgen", args, config_file)),
+        Command::Bench { args } => return Ok(bench_tool("bench", args, config_file)),
         Command::Healthcheck { addr, path } => return Ok(healthcheck(&addr, &path).await),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn loadgen(config: &Config, a: LoadgenArgs) -> anyhow::Result<ExitCode> {
-    let options = paystream_benchmarks::loadgen::Options {
-        target: a.target,
-        provider: a.provider,
-        count: a.count,
-        rate: a.rate,
-        concurrency: a.concurrency,
-        duplicates: a.duplicates,
-        bad: a.bad,
-        refunds: a.refunds,
-        follow_events: a.follow_events,
-        events_timeout: Duration::from_secs(a.events_timeout_s),
-        progress: !a.quiet && !a.json,
-        seed: a.seed,
-    };
-    let s = paystream_benchmarks::loadgen::run(config, options).await?;
-    if a.json {
-        println!("{}", serde_json_string(&s));
-    } else {
-        println!("load generator");
-        println!(
-            "  requests sent         {} ({} payments, {} duplicates, {} refunds, {} badly signed)",
-            s.requests, s.payments, s.duplicates_sent, s.refunds_sent, s.bad_sent
-        );
-        let statuses: Vec<String> = s.statuses.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        println!(
-            "  answers               {}{}",
-            statuses.join(", "),
-            if s.transport_errors > 0 { format!(", transport errors: {}", s.transport_errors) } else { String::new() }
-        );
-        println!("  accepted rate         {:.0} webhooks/s over {:.2} s", s.accepted_per_s, s.elapsed_s);
-        let l = &s.http_latency;
-        println!(
-            "  HTTP latency          p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
-            l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
-        );
-        if let Some(l) = &s.pacing_lag {
-            println!(
-                "  sent late by          p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms (the generator's own pacing, part of the HTTP latency)",
-                l.p50_ms, l.p99_ms, l.max_ms
-            );
-        }
-        if let Some(l) = &s.e2e_latency {
-            let events: Vec<String> = s.events.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-            println!("  events consumed       {}", events.join(", "));
-            println!(
-                "  payments with exactly one outcome event: {}  missing: {}  doubled: {}",
-                s.payments_with_one_outcome, s.payments_missing_outcome, s.payments_doubled
-            );
-            println!(
-                "  end-to-end latency    p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
-                l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
-            );
-        }
-    }
-    let failed = s.e2e_latency.is_some() && (s.payments_missing_outcome > 0 || s.payments_doubled > 0);
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
-}
-
-fn serde_json_string(s: &paystream_benchmarks::loadgen::Summary) -> String {
-    serde_json::to_string_pretty(s).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
 async fn report(config: &Config) -> anyhow::Result<()> {
@@ -380,78 +215,26 @@ async fn healthcheck(addr: &str, path: &str) -> ExitCode {
     }
 }
 
-async fn bench(
-    config: &Config,
-    quick: bool,
-    json: Option<&Path>,
-    document: Option<&Path>,
-    replot: &[std::path::PathBuf],
-    only: &[Part],
-    context: Context,
-) -> anyhow::Result<()> {
-    use paystream_benchmarks::bench::{all, markdown, splice, Run, Sizes};
-    let parts =
-        if only.is_empty() { vec![Part::Processor, Part::Relay, Part::Edge, Part::Scaling] } else { only.to_vec() };
-    let sizes = if quick {
-        Sizes {
-            processor_messages: 20_000,
-            single_messages: 3_000,
-            uniform_installments: 10_000,
-            relay_events: 20_000,
-            latency_seconds: 5,
-            requests: 5_000,
-            concurrency: 64,
-            scaling_messages: 20_000,
-            scaling_installments: 1_000,
-        }
-    } else {
-        Sizes {
-            processor_messages: 100_000,
-            single_messages: 10_000,
-            uniform_installments: 100_000,
-            relay_events: 300_000,
-            latency_seconds: 10,
-            requests: 30_000,
-            concurrency: 64,
-            scaling_messages: 50_000,
-            scaling_installments: 10_000,
-        }
+/// Runs `paystream-bench <subcommand> <args>` in place of this process, when it is installed
+/// beside this executable (as `cargo build` puts both); otherwise says where the load
+/// generator and the benchmarks live. They are a separate binary so that none of their code
+/// (an HTTP client, a progress bar, the peers they are measured against) is in the one that
+/// runs the money; the verbs stay here for the users of the command-line contract.
+fn bench_tool(subcommand: &str, args: Vec<OsString>, config_file: Option<&Path>) -> ExitCode {
+    let tool = std::env::current_exe().ok().map(|exe| exe.with_file_name("paystream-bench")).filter(|p| p.is_file());
+    let Some(tool) = tool else {
+        eprintln!(
+            "`paystream {subcommand}` is `paystream-bench {subcommand}`, which is not installed beside this binary: build it with `cargo build --release -p paystream-benchmarks`"
+        );
+        return ExitCode::from(2);
     };
-    let (context, r) = if replot.is_empty() {
-        (Context { quick, ..context }, all(config, sizes, &parts).await?)
-    } else {
-        let mut merged: Option<Run> = None;
-        for path in replot {
-            let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-            let run: Run = serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
-            match merged.as_mut() {
-                None => merged = Some(run),
-                Some(into) => into.report.merge(run.report),
-            }
-        }
-        let mut run = merged.context("no run to replot")?;
-        // PostgreSQL's limits given on the command line (scripts/bench measures them around
-        // the processor part) replace the files'.
-        run.context.pg_commits_per_s = context.pg_commits_per_s.or(run.context.pg_commits_per_s);
-        run.context.pg_rows_per_s = context.pg_rows_per_s.or(run.context.pg_rows_per_s);
-        run.context.pg_payment_rows_per_s = context.pg_payment_rows_per_s.or(run.context.pg_payment_rows_per_s);
-        (run.context, run.report)
-    };
-    let section = markdown(&context, &r);
-    println!("{section}");
-    if let Some(path) = document {
-        let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-        let text = splice(&text, &section)
-            .with_context(|| format!("{} has no <!-- bench:results:start/end --> markers", path.display()))?;
-        std::fs::write(path, text)?;
-        // The charts go next to the document, which links them.
-        let dir = path.parent().unwrap_or(Path::new("."));
-        for (name, svg) in paystream_benchmarks::plot::charts(&r) {
-            std::fs::write(dir.join(name), svg)?;
-        }
+    let mut command = std::process::Command::new(&tool);
+    if let Some(file) = config_file {
+        command.arg("--config").arg(file);
     }
-    if let Some(path) = json {
-        std::fs::write(path, serde_json::to_string_pretty(&Run { context, report: r })?)?;
-    }
-    Ok(())
+    command.arg(subcommand).args(args);
+    // exec returns only when it failed to replace this process.
+    let error = std::os::unix::process::CommandExt::exec(&mut command);
+    eprintln!("cannot run {}: {error}", tool.display());
+    ExitCode::FAILURE
 }

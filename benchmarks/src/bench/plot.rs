@@ -3,7 +3,9 @@
 
 use std::fmt::Write as _;
 
-use crate::bench::{Report, ScalingPoint};
+use super::edge::median_by_p99;
+use super::report::{targets, Context, Report};
+use super::scaling::ScalingPoint;
 use crate::loadgen::Latency;
 
 const WIDTH: f64 = 900.0;
@@ -61,25 +63,23 @@ pub fn bars(title: &str, unit: &str, rows: &[(String, f64)], marker: Option<(f64
 }
 
 /// The charts of a run, by file name.
-pub fn charts(r: &Report) -> Vec<(&'static str, String)> {
+pub fn charts(context: &Context, r: &Report) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
-    let mut ratios = Vec::new();
-    for f in [&r.processor_uniform, &r.processor_hot].into_iter().flatten() {
-        ratios.push((format!("{} (/ 10)", f.name), f.ratio / 10.0));
-    }
-    if let Some(f) = &r.relay {
-        ratios.push((f.name.clone(), f.ratio));
-    }
-    if let Some(e) = &r.edge {
-        ratios.push((e.ingest.name.clone(), e.ingest.ratio));
-    }
+    // Every ratio target divided by its floor, so that one line at 1.0 marks them all.
+    let ratios: Vec<(String, f64)> = targets(context, r)
+        .into_iter()
+        .filter_map(|t| {
+            let floor: f64 = t.target.strip_prefix(">= ")?.parse().ok()?;
+            Some((format!("{} (/ {floor})", t.measurement), t.ratio? / floor))
+        })
+        .collect();
     if !ratios.is_empty() {
         out.push((
             "bench-ratios.svg",
             bars(
-                "paystream / baseline, same run (1.0 = target)",
+                "paystream / peer, same run, divided by the target (1.0 = target)",
                 "",
-                &normalise_targets(r, ratios),
+                &ratios,
                 Some((1.0, "target")),
             ),
         ));
@@ -100,12 +100,15 @@ pub fn charts(r: &Report) -> Vec<(&'static str, String)> {
         if let Some((_, l)) = &e.ingest_alone_half_peak {
             add("ingest alone, half its peak", l);
         }
-        if let Some(l) = crate::bench::median_by_p99(&e.bare_half_peak_turns) {
+        if let Some(l) = median_by_p99(&e.bare_half_peak_turns) {
             add("bare server, same rate", l);
         }
         add("ingest HTTP, half rate", &e.ingest_latency_at_half_peak);
         if let Some(l) = &e.e2e_latency_at_half_peak {
             add("end to end, half rate", l);
+        }
+        if let Some(l) = e.seed_pipeline.as_ref().and_then(|s| s.run.e2e_at_half.as_ref()) {
+            add("seed design end to end, half its rate", l);
         }
     }
     if !latency.is_empty() {
@@ -115,23 +118,6 @@ pub fn charts(r: &Report) -> Vec<(&'static str, String)> {
         out.push(("bench-scaling.svg", bars("Processor payments/s", "/s", &scaling_rows(points), None)));
     }
     out
-}
-
-/// Ratios divided by their targets, so that one line at 1.0 marks every target.
-fn normalise_targets(r: &Report, rows: Vec<(String, f64)>) -> Vec<(String, f64)> {
-    let relay = r.relay.as_ref().map(|f| f.name.clone());
-    let ingest = r.edge.as_ref().map(|e| e.ingest.name.clone());
-    rows.into_iter()
-        .map(|(name, v)| {
-            if Some(&name) == relay.as_ref() {
-                (format!("{name} (/ 0.7)"), v / 0.7)
-            } else if Some(&name) == ingest.as_ref() {
-                (format!("{name} (/ 0.5)"), v / 0.5)
-            } else {
-                (name, v)
-            }
-        })
-        .collect()
 }
 
 fn scaling_rows(points: &[ScalingPoint]) -> Vec<(String, f64)> {
@@ -159,6 +145,7 @@ fn escape(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A chart is one SVG with a bar per row, its title escaped.
     #[test]
     fn a_chart_is_one_svg_with_a_bar_per_row() {
         let svg = bars("t <1>", "ms", &[("a".into(), 1.0), ("b".into(), 3.0)], Some((2.0, "target")));

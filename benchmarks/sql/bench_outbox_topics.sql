@@ -1,0 +1,3 @@
+-- The topics the outbox still holds events for, so that the broker has them before a relay
+-- starts draining.
+SELECT DISTINCT topic FROM paystream.outbox
