@@ -155,6 +155,8 @@ fn edge(c: &mut Criterion) {
                         amount,
                         currency: "BRL".into(),
                         reason: None,
+                        allocation: None,
+                        business_date: None,
                     };
                     outbox.push_event("paystream.payments.events.v1", &event).expect("encodes");
                 }

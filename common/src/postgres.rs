@@ -270,7 +270,12 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration { version: 7, name: "money_holes", sql: include_str!("../../migrations/V0007__money_holes.sql") },
     Migration { version: 8, name: "outbox_parked", sql: include_str!("../../migrations/V0008__outbox_parked.sql") },
-    // 9-16 are reserved for other work; the runner applies versions in this order, gaps allowed.
+    Migration {
+        version: 9,
+        name: "credit_lifecycle",
+        sql: include_str!("../../migrations/V0009__credit_lifecycle.sql"),
+    },
+    // 10-16 are reserved for other work; the runner applies versions in this order, gaps allowed.
     Migration {
         version: 17,
         name: "dead_letter_redrive",

@@ -30,6 +30,7 @@ use paystream_common::command_auth::CommandAuth;
 use paystream_common::now_ms;
 use paystream_schemas::{decode_inbound, CommandKind, Inbound, PaymentCommand};
 
+use crate::credit::Parts;
 use crate::error::ApplyError;
 use crate::rules::{self, ContractStatus, Installment, InstallmentStatus, Payment, ReversalEffect};
 use crate::writes::{Locked, PaymentKey, Writes};
@@ -167,6 +168,15 @@ pub(crate) async fn lock_installments(
             currency: row.get::<_, String>(4).trim().to_owned(),
             amount_due: row.get(5),
             amount_paid: row.get(6),
+            late_fee: row.get(8),
+            late_fee_paid: row.get(9),
+            interest: row.get(10),
+            interest_paid: row.get(11),
+            overdue: row.get(12),
+            order: {
+                let order: String = row.get(13);
+                order.parse().map_err(ApplyError::UnknownStatus)?
+            },
             status: InstallmentStatus::parse(&status).ok_or(ApplyError::UnknownStatus(status))?,
         };
         installments.insert(row.get(0), Locked { state, dirty: false });
@@ -187,14 +197,27 @@ pub(crate) async fn lock_payments(
     let stmt = tx.prepare_cached(sql!("payment_select_for_update.sql")).await?;
     for row in tx.query(&stmt, &[&providers, &ids]).await? {
         let status: String = row.get(3);
+        let amount: Decimal = row.get(4);
+        let credited: Decimal = row.get(6);
+        let reversed: Decimal = row.get(7);
+        let late_fee: Decimal = row.get(9);
+        let interest: Decimal = row.get(10);
+        // Principal is what is applied and not charges: the columns keep the charges' parts
+        // current (a payment recorded before charges existed has them at zero).
+        let applied_total = if status == "rejected" { Decimal::ZERO } else { amount - credited - reversed };
         let state = Payment {
             installment_id: row.get(2),
             rejected: status == "rejected",
-            amount: row.get(4),
+            amount,
             currency: row.get::<_, String>(5).trim().to_owned(),
-            credited: row.get(6),
-            reversed: row.get(7),
+            credited,
+            reversed,
             refunded: row.get(8),
+            applied: Parts {
+                late_fee,
+                interest,
+                principal: (applied_total - late_fee - interest).max(Decimal::ZERO),
+            },
         };
         payments.insert((row.get(0), row.get(1)), Locked { state, dirty: false });
     }
@@ -236,6 +259,7 @@ pub(crate) fn apply_reversal(
                 event_type: paystream_schemas::EventType::PaymentRejected,
                 amount: c.amount,
                 reason: Some(reason),
+                allocation: None,
             };
             w.push_fact(&source.events_topic, c, &rejected, aggregate, contract, now_ms)?;
             w.push_reversal(c, "rejected", Decimal::ZERO, Some(reason), None);

@@ -11,6 +11,7 @@
 pub mod apply;
 mod backlog;
 mod consumer;
+pub mod credit;
 pub mod error;
 pub mod ledger;
 pub mod outbox;

@@ -17,8 +17,9 @@
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use paystream_schemas::{CommandKind, EventType, PaymentCommand};
+use paystream_schemas::{Allocation, CommandKind, EventType, PaymentCommand};
 
+use crate::credit::{allocate, unallocate, AllocationOrder, Parts};
 use crate::ledger::{customer_credit, provider_clearing, receivable, unapplied_cash, Journal};
 
 /// An installment's status (the database's `installment.status`).
@@ -102,28 +103,67 @@ pub struct Installment {
     pub contract_status: ContractStatus,
     /// ISO 4217.
     pub currency: String,
-    /// What is due.
+    /// What is due of principal.
     pub amount_due: Decimal,
-    /// What has been paid towards it.
+    /// What has been paid of principal.
     pub amount_paid: Decimal,
+    /// The late fee charged (`credit::accrue`).
+    pub late_fee: Decimal,
+    /// What has been paid of it.
+    pub late_fee_paid: Decimal,
+    /// Late interest charged.
+    pub interest: Decimal,
+    /// What has been paid of it.
+    pub interest_paid: Decimal,
+    /// It passed its due date unpaid once (the business date made it overdue): unpaid
+    /// again after a reversal, it is overdue again, not open.
+    pub overdue: bool,
+    /// The order its payments pay its parts in (the contract's).
+    pub order: AllocationOrder,
     /// Its status.
     pub status: InstallmentStatus,
 }
 
 impl Installment {
-    /// What is still owed.
-    pub fn open_amount(&self) -> Decimal {
-        (self.amount_due - self.amount_paid).max(Decimal::ZERO)
+    /// What is still owed, part by part.
+    pub fn owed(&self) -> Parts {
+        Parts {
+            late_fee: (self.late_fee - self.late_fee_paid).max(Decimal::ZERO),
+            interest: (self.interest - self.interest_paid).max(Decimal::ZERO),
+            principal: (self.amount_due - self.amount_paid).max(Decimal::ZERO),
+        }
     }
 
-    /// The status that follows from the amounts: paid in full, or open / partially paid,
-    /// an overdue installment staying overdue until paid.
+    /// What is still owed in all.
+    pub fn open_amount(&self) -> Decimal {
+        self.owed().total()
+    }
+
+    /// What has been paid in all, charges included.
+    pub fn paid_total(&self) -> Decimal {
+        self.amount_paid + self.late_fee_paid + self.interest_paid
+    }
+
+    fn add_paid(&mut self, split: Parts) {
+        self.late_fee_paid += split.late_fee;
+        self.interest_paid += split.interest;
+        self.amount_paid += split.principal;
+    }
+
+    fn take_back(&mut self, back: Parts) {
+        self.late_fee_paid = (self.late_fee_paid - back.late_fee).max(Decimal::ZERO);
+        self.interest_paid = (self.interest_paid - back.interest).max(Decimal::ZERO);
+        self.amount_paid = (self.amount_paid - back.principal).max(Decimal::ZERO);
+    }
+
+    /// The status that follows from the amounts: paid in full (charges included), or open /
+    /// partially paid, an overdue installment staying overdue until paid.
     fn settle_status(&mut self) {
-        self.status = if self.amount_paid >= self.amount_due {
+        self.status = if self.open_amount().is_zero() {
             InstallmentStatus::Paid
-        } else if self.status == InstallmentStatus::Overdue {
+        } else if self.overdue || self.status == InstallmentStatus::Overdue {
             InstallmentStatus::Overdue
-        } else if self.amount_paid > Decimal::ZERO {
+        } else if self.paid_total() > Decimal::ZERO {
             InstallmentStatus::PartiallyPaid
         } else {
             InstallmentStatus::Open
@@ -148,6 +188,9 @@ pub struct Payment {
     pub reversed: Decimal,
     /// The part of it refunded (what a cumulative refund total is compared with).
     pub refunded: Decimal,
+    /// How what is applied of it to its installment is split now (what a reversal takes
+    /// back, part by part).
+    pub applied: Parts,
 }
 
 impl Payment {
@@ -166,10 +209,16 @@ pub struct Fact {
     pub amount: Decimal,
     /// Why, for rejections and suspected duplicates.
     pub reason: Option<&'static str>,
+    /// How the money was split, for payments, reversals and reinstatements.
+    pub allocation: Option<Allocation>,
 }
 
 fn fact(event_type: EventType, amount: Decimal, reason: Option<&'static str>) -> Fact {
-    Fact { event_type, amount, reason }
+    Fact { event_type, amount, reason, allocation: None }
+}
+
+fn split_fact(event_type: EventType, amount: Decimal, reason: Option<&'static str>, allocation: Allocation) -> Fact {
+    Fact { event_type, amount, reason, allocation: Some(allocation) }
 }
 
 /// What a payment did.
@@ -208,6 +257,7 @@ pub fn pay(installment: Option<&mut Installment>, command: &PaymentCommand) -> P
         credited: Decimal::ZERO,
         reversed: Decimal::ZERO,
         refunded: Decimal::ZERO,
+        applied: Parts::default(),
     };
     let (Some(inst), None) = (installment, rejection) else {
         // Collected money that cannot be applied is kept in suspense, never off the books.
@@ -224,16 +274,18 @@ pub fn pay(installment: Option<&mut Installment>, command: &PaymentCommand) -> P
         };
     };
     let was_paid = inst.status == InstallmentStatus::Paid;
-    let applied = command.amount.min(inst.open_amount());
-    let credited = command.amount - applied;
+    // Charges first (in the contract's order), then principal; what is left is credit.
+    let (split, credited) = allocate(command.amount, inst.owed(), inst.order);
+    let applied = split.total();
     journal
         .debit(provider_clearing(&command.provider), command.amount)
         .credit(receivable(inst.contract_id), applied)
         .credit(customer_credit(inst.customer_id), credited);
-    inst.amount_paid += applied;
+    inst.add_paid(split);
     inst.settle_status();
     payment.credited = credited;
-    let mut facts = vec![fact(EventType::PaymentApplied, command.amount, None)];
+    payment.applied = split;
+    let mut facts = vec![split_fact(EventType::PaymentApplied, command.amount, None, split.allocation(credited))];
     let installment_paid = !was_paid && inst.status == InstallmentStatus::Paid;
     if was_paid {
         facts.push(fact(
@@ -245,6 +297,19 @@ pub fn pay(installment: Option<&mut Installment>, command: &PaymentCommand) -> P
         facts.push(fact(EventType::InstallmentPaid, inst.amount_due, None));
     }
     PaymentEffect { payment, rejection: None, applied, journal, facts, installment_paid }
+}
+
+fn add(a: Parts, b: Parts) -> Parts {
+    Parts { late_fee: a.late_fee + b.late_fee, interest: a.interest + b.interest, principal: a.principal + b.principal }
+}
+
+fn sub(a: Parts, b: Parts) -> Parts {
+    let minus = |x: Decimal, y: Decimal| (x - y).max(Decimal::ZERO);
+    Parts {
+        late_fee: minus(a.late_fee, b.late_fee),
+        interest: minus(a.interest, b.interest),
+        principal: minus(a.principal, b.principal),
+    }
 }
 
 /// What a reversal or reinstatement did.
@@ -313,17 +378,24 @@ pub fn reverse(
         return match (installment, payment.rejected) {
             (Some(inst), false) => {
                 let was_paid = inst.status == InstallmentStatus::Paid;
-                let applied = amount.min(inst.open_amount());
-                let credited = amount - applied;
+                // Money back is paid like a payment: what the installment owes now first.
+                let (split, credited) = allocate(amount, inst.owed(), inst.order);
+                let applied = split.total();
                 journal
                     .debit(provider_clearing(&command.provider), amount)
                     .credit(receivable(inst.contract_id), applied)
                     .credit(customer_credit(inst.customer_id), credited);
-                inst.amount_paid += applied;
+                inst.add_paid(split);
                 inst.settle_status();
                 payment.credited += credited;
+                payment.applied = add(payment.applied, split);
                 let installment_paid = !was_paid && inst.status == InstallmentStatus::Paid;
-                let mut facts = vec![fact(EventType::PaymentReinstated, amount, Some(command.kind.as_str()))];
+                let mut facts = vec![split_fact(
+                    EventType::PaymentReinstated,
+                    amount,
+                    Some(command.kind.as_str()),
+                    split.allocation(credited),
+                )];
                 if installment_paid {
                     facts.push(fact(EventType::InstallmentPaid, inst.amount_due, None));
                 }
@@ -349,17 +421,26 @@ pub fn reverse(
     let facts = vec![fact(EventType::PaymentReversed, amount, Some(command.kind.as_str()))];
     match (installment, payment.rejected) {
         (Some(inst), false) => {
-            // Credit kept for the customer is returned first, then the installment reopens.
+            // Credit kept for the customer is returned first, then the installment reopens,
+            // part by part as the payment paid them.
             let from_credit = amount.min(payment.credited);
             let from_receivable = amount - from_credit;
+            let back = unallocate(from_receivable, payment.applied, inst.order);
             journal
                 .credit(provider_clearing(&command.provider), amount)
                 .debit(customer_credit(inst.customer_id), from_credit)
                 .debit(receivable(inst.contract_id), from_receivable);
             payment.credited -= from_credit;
+            payment.applied = sub(payment.applied, back);
             let was_paid = inst.status == InstallmentStatus::Paid;
-            inst.amount_paid = (inst.amount_paid - from_receivable).max(Decimal::ZERO);
+            inst.take_back(back);
             inst.settle_status();
+            let facts = vec![split_fact(
+                EventType::PaymentReversed,
+                amount,
+                Some(command.kind.as_str()),
+                back.allocation(from_credit),
+            )];
             let contract_reopened =
                 was_paid && inst.status != InstallmentStatus::Paid && inst.contract_status == ContractStatus::Settled;
             let mut facts = facts;
@@ -399,6 +480,12 @@ mod tests {
             currency: "BRL".into(),
             amount_due: d(due),
             amount_paid: Decimal::ZERO,
+            late_fee: Decimal::ZERO,
+            late_fee_paid: Decimal::ZERO,
+            interest: Decimal::ZERO,
+            interest_paid: Decimal::ZERO,
+            overdue: false,
+            order: AllocationOrder::default(),
             status: InstallmentStatus::Open,
         }
     }
@@ -519,6 +606,38 @@ mod tests {
         ));
     }
 
+    /// A payment to an overdue installment pays its late fee, then its interest, then
+    /// principal, and says so; its chargeback takes back exactly that split and leaves the
+    /// installment overdue again.
+    #[test]
+    fn payments_pay_charges_first_and_reversals_take_back_their_split() {
+        let mut inst = installment("100.00");
+        inst.late_fee = d("2.00");
+        inst.interest = d("0.70");
+        inst.overdue = true;
+        inst.status = InstallmentStatus::Overdue;
+        let effect = pay(Some(&mut inst), &command(CommandKind::Payment, "w", "50.00"));
+        let split = effect.facts[0].allocation.expect("an applied payment says how it was split");
+        assert_eq!((split.late_fee, split.interest, split.principal, split.credit), (
+            d("2.00"),
+            d("0.70"),
+            d("47.30"),
+            Decimal::ZERO
+        ));
+        assert_eq!((inst.late_fee_paid, inst.interest_paid, inst.amount_paid), (d("2.00"), d("0.70"), d("47.30")));
+        assert_eq!(inst.status, InstallmentStatus::Overdue);
+        let mut payment = effect.payment;
+        let (_, _, facts, _) =
+            booked(reverse(Some(&mut payment), Some(&mut inst), &command(CommandKind::Chargeback, "c", "50.00")));
+        assert_eq!(facts[0].allocation, Some(split));
+        assert_eq!(inst.paid_total(), Decimal::ZERO);
+        assert_eq!(inst.status, InstallmentStatus::Overdue, "unpaid again: overdue, not open");
+        // Paying all of it, charges included, pays the installment.
+        let effect = pay(Some(&mut inst), &command(CommandKind::Payment, "w2", "102.70"));
+        assert!(effect.installment_paid);
+        assert_eq!(inst.status, InstallmentStatus::Paid);
+    }
+
     /// A reversal whose payment is unknown is held, not rejected.
     #[test]
     fn reversals_before_their_payment_are_pending() {
@@ -547,6 +666,11 @@ mod tests {
         ) {
             let mut inst = installment(&format!("{}.00", due / 100));
             inst.amount_due = Decimal::new(i64::from(due), 2);
+            // Charges of an overdue installment, paid before principal.
+            inst.late_fee = Decimal::new(i64::from(due / 50), 2);
+            inst.interest = Decimal::new(i64::from(due / 70), 2);
+            inst.overdue = true;
+            inst.status = InstallmentStatus::Overdue;
             let mut payment: Option<Payment> = None;
             let mut receivable_moved = Decimal::ZERO;
             for (i, (kind, cents)) in steps.into_iter().enumerate() {
@@ -568,8 +692,15 @@ mod tests {
                     receivable_moved -= balances(&journal).get(&receivable(inst.contract_id)).copied().unwrap_or_default();
                 }
                 prop_assert!(inst.amount_paid >= Decimal::ZERO);
-                prop_assert_eq!(inst.amount_paid, receivable_moved);
+                prop_assert!(inst.late_fee_paid <= inst.late_fee && inst.interest_paid <= inst.interest);
+                prop_assert!(inst.amount_paid <= inst.amount_due);
+                prop_assert_eq!(inst.paid_total(), receivable_moved);
+                // Principal is paid only once the charges are.
+                prop_assert!(inst.amount_paid.is_zero() || inst.owed().late_fee.is_zero() && inst.owed().interest.is_zero());
+                prop_assert_eq!(inst.status == InstallmentStatus::Paid, inst.open_amount().is_zero());
                 if let Some(p) = &payment {
+                    // What the payment holds applied is what it paid less what came back.
+                    prop_assert_eq!(p.applied.total() + p.credited + p.reversed, p.amount);
                     prop_assert!(p.reversed >= Decimal::ZERO && p.reversed <= p.amount);
                     prop_assert!(p.credited >= Decimal::ZERO && p.refunded >= Decimal::ZERO);
                     prop_assert!(p.refunded <= p.reversed);

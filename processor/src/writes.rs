@@ -47,6 +47,8 @@ pub struct Writes {
     pay_status: Vec<&'static str>,
     pay_reason: Vec<Option<String>>,
     pay_applied: Vec<Decimal>,
+    pay_applied_late_fee: Vec<Decimal>,
+    pay_applied_interest: Vec<Decimal>,
     pay_credited: Vec<Decimal>,
     pay_journal: Vec<Option<Uuid>>,
     pay_occurred: Vec<i64>,
@@ -131,6 +133,8 @@ impl Writes {
             amount: fact.amount,
             currency: c.currency.clone(),
             reason: fact.reason.map(str::to_owned),
+            allocation: fact.allocation,
+            business_date: None,
         };
         self.outbox.push_event(topic, &event)
     }
@@ -161,6 +165,8 @@ impl Writes {
         self.pay_status.push(if rejection.is_some() { "rejected" } else { "applied" });
         self.pay_reason.push(rejection.map(str::to_owned));
         self.pay_applied.push(applied);
+        self.pay_applied_late_fee.push(payment.applied.late_fee);
+        self.pay_applied_interest.push(payment.applied.interest);
         self.pay_credited.push(payment.credited);
         self.pay_journal.push(Some(journal));
         self.pay_occurred.push(c.occurred_at_ms);
@@ -290,6 +296,8 @@ impl Writes {
                     &self.pay_occurred,
                     &self.pay_partition,
                     &self.pay_offset,
+                    &self.pay_applied_late_fee,
+                    &self.pay_applied_interest,
                 ],
             ));
         }
@@ -298,7 +306,11 @@ impl Writes {
         let mut reversed = Vec::new();
         let mut credited = Vec::new();
         let mut refunded = Vec::new();
+        let mut applied_late_fee = Vec::new();
+        let mut applied_interest = Vec::new();
         for ((provider, id), payment) in payments.iter().filter(|(_, p)| p.dirty) {
+            applied_late_fee.push(payment.state.applied.late_fee);
+            applied_interest.push(payment.state.applied.interest);
             changed_provider.push(provider.as_str());
             changed_id.push(id.as_str());
             reversed.push(payment.state.reversed);
@@ -346,20 +358,24 @@ impl Writes {
         if !changed_provider.is_empty() {
             statements.push((
                 tx.prepare_cached(sql!("payment_update_reversed.sql")).await?,
-                vec![&changed_provider, &changed_id, &reversed, &credited, &refunded],
+                vec![&changed_provider, &changed_id, &reversed, &credited, &refunded, &applied_late_fee, &applied_interest],
             ));
         }
         let mut ids = Vec::new();
         let mut paid = Vec::new();
         let mut status = Vec::new();
+        let mut late_fee_paid = Vec::new();
+        let mut interest_paid = Vec::new();
         for (id, installment) in installments.iter().filter(|(_, i)| i.dirty) {
             ids.push(*id);
             paid.push(installment.state.amount_paid);
             status.push(installment.state.status.as_str());
+            late_fee_paid.push(installment.state.late_fee_paid);
+            interest_paid.push(installment.state.interest_paid);
         }
         if !ids.is_empty() {
             statements
-                .push((tx.prepare_cached(sql!("installment_update_batch.sql")).await?, vec![&ids, &paid, &status]));
+                .push((tx.prepare_cached(sql!("installment_update_batch.sql")).await?, vec![&ids, &paid, &status, &late_fee_paid, &interest_paid]));
         }
         let reopened: Vec<Uuid> = self.reopened_contracts.iter().copied().collect();
         if !reopened.is_empty() {
@@ -406,6 +422,8 @@ impl Writes {
                     amount: principal,
                     currency: currency.trim().to_owned(),
                     reason: None,
+                    allocation: None,
+                    business_date: None,
                 };
                 self.outbox.push_event(&source.events_topic, &event)?;
             }

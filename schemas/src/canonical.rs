@@ -165,12 +165,12 @@ mod tests {
         );
     }
 
-    /// The canonical form and fingerprint of PaymentEvent.avsc are the ones fastavro computes
+    /// The canonical form and fingerprint of PaymentEvent v1 are the ones fastavro computes
     /// (`fastavro.schema.to_parsing_canonical_form`, `fingerprint(..., "CRC-64-AVRO")`, which
     /// prints the 8 bytes in wire order: `20c984ecaa66c7d0`).
     #[test]
     fn payment_event_matches_fastavro() {
-        let pcf = parsing_canonical_form(include_str!("../avro/PaymentEvent.avsc")).unwrap();
+        let pcf = parsing_canonical_form(include_str!("../avro/history/PaymentEvent/v1.avsc")).unwrap();
         assert_eq!(
             pcf,
             r#"{"name":"io.paystream.payments.v1.PaymentEvent","type":"record","fields":[{"name":"event_id","type":"string"},{"name":"event_type","type":"string"},{"name":"occurred_at","type":"long"},{"name":"aggregate_id","type":"string"},{"name":"provider","type":"string"},{"name":"payment_id","type":"string"},{"name":"installment_id","type":["null","string"]},{"name":"contract_id","type":["null","string"]},{"name":"amount","type":"bytes"},{"name":"currency","type":"string"},{"name":"reason","type":["null","string"]}]}"#

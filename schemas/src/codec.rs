@@ -169,6 +169,11 @@ impl Fields {
         Ok(std::mem::replace(&mut self.0[index].1, Value::Null))
     }
 
+    /// The value of `field` as it is, for nested records.
+    pub(crate) fn take_value(&mut self, field: &'static str) -> Result<Value, SchemaError> {
+        self.take(field)
+    }
+
     pub(crate) fn string(&mut self, field: &'static str) -> Result<String, SchemaError> {
         match self.take(field)? {
             Value::String(s) => Ok(s),

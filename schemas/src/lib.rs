@@ -13,6 +13,6 @@ mod types;
 pub use canonical::parsing_canonical_form;
 pub use codec::{decode, encode, fingerprint64, Record, SchemaError, WireSchema};
 pub use types::{
-    decode_inbound, CommandKind, DeadLetter, EventType, Inbound, Invalid, PaymentCommand, PaymentEvent,
+    decode_inbound, Allocation, CommandKind, DeadLetter, EventType, Inbound, Invalid, PaymentCommand, PaymentEvent,
     UnprocessableWebhook, MAX_AMOUNT_EXCLUSIVE, MAX_ID_LEN,
 };

@@ -16,6 +16,9 @@ static PAYMENT_COMMAND: LazyLock<WireSchema> =
     LazyLock::new(|| WireSchema::parse(include_str!("../avro/PaymentCommand.avsc")));
 static PAYMENT_EVENT: LazyLock<WireSchema> =
     LazyLock::new(|| WireSchema::parse(include_str!("../avro/PaymentEvent.avsc")));
+/// Earlier PaymentEvent schemas: v1 had neither `allocation` nor `business_date`.
+static PAYMENT_EVENT_HISTORY: LazyLock<[WireSchema; 1]> =
+    LazyLock::new(|| [WireSchema::parse(include_str!("../avro/history/PaymentEvent/v1.avsc"))]);
 static DEAD_LETTER: LazyLock<WireSchema> = LazyLock::new(|| WireSchema::parse(include_str!("../avro/DeadLetter.avsc")));
 static UNPROCESSABLE_WEBHOOK: LazyLock<WireSchema> =
     LazyLock::new(|| WireSchema::parse(include_str!("../avro/UnprocessableWebhook.avsc")));
@@ -247,6 +250,13 @@ pub enum EventType {
     ContractReopened,
     /// A reversal was undone (a dispute won, a refund that failed): the money is back.
     PaymentReinstated,
+    /// An unpaid installment passed its due date on the business date.
+    InstallmentOverdue,
+    /// The one-time late fee was charged on an overdue installment.
+    LateFeeCharged,
+    /// Late interest was charged on an overdue installment, for the days since the last
+    /// charge (one event per installment and accrual run, not per day).
+    InterestAccrued,
 }
 
 impl EventType {
@@ -261,11 +271,14 @@ impl EventType {
             Self::SuspectedDuplicatePayment => "SuspectedDuplicatePayment",
             Self::ContractReopened => "ContractReopened",
             Self::PaymentReinstated => "PaymentReinstated",
+            Self::InstallmentOverdue => "InstallmentOverdue",
+            Self::LateFeeCharged => "LateFeeCharged",
+            Self::InterestAccrued => "InterestAccrued",
         }
     }
 
     /// Every event type, for tests and documentation.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 11] = [
         Self::PaymentApplied,
         Self::PaymentRejected,
         Self::PaymentReversed,
@@ -274,6 +287,9 @@ impl EventType {
         Self::SuspectedDuplicatePayment,
         Self::ContractReopened,
         Self::PaymentReinstated,
+        Self::InstallmentOverdue,
+        Self::LateFeeCharged,
+        Self::InterestAccrued,
     ];
 
     /// Parses a wire name.
@@ -307,6 +323,68 @@ pub struct PaymentEvent {
     pub currency: String,
     /// Why, for rejections and suspected duplicates.
     pub reason: Option<String>,
+    /// How a payment, reversal or reinstatement was split; `None` for other facts.
+    pub allocation: Option<Allocation>,
+    /// The business date of a lifecycle fact (ISO 8601).
+    pub business_date: Option<String>,
+}
+
+/// How money paid to (or taken back from) an installment was split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Allocation {
+    /// To the late fee.
+    pub late_fee: Decimal,
+    /// To late interest.
+    pub interest: Decimal,
+    /// To principal.
+    pub principal: Decimal,
+    /// Kept as customer credit.
+    pub credit: Decimal,
+}
+
+impl Allocation {
+    fn to_value(self) -> Value {
+        let d = |v: &Decimal| decimal_to_avro(v, AMOUNT_SCALE).unwrap_or(Value::Null);
+        Value::Record(vec![
+            ("late_fee".into(), d(&self.late_fee)),
+            ("interest".into(), d(&self.interest)),
+            ("principal".into(), d(&self.principal)),
+            ("credit".into(), d(&self.credit)),
+        ])
+    }
+
+    fn from_value(value: Value) -> Result<Option<Self>, SchemaError> {
+        let value = match value {
+            Value::Union(_, inner) => *inner,
+            other => other,
+        };
+        if value == Value::Null {
+            return Ok(None);
+        }
+        let mut f = Fields::new(value)?;
+        Ok(Some(Self {
+            late_fee: f.decimal("late_fee", AMOUNT_SCALE)?,
+            interest: f.decimal("interest", AMOUNT_SCALE)?,
+            principal: f.decimal("principal", AMOUNT_SCALE)?,
+            credit: f.decimal("credit", AMOUNT_SCALE)?,
+        }))
+    }
+
+    fn write(self, out: &mut Vec<u8>) -> Result<(), SchemaError> {
+        for v in [self.late_fee, self.interest, self.principal, self.credit] {
+            binary::bytes(out, &binary::decimal_bytes(&v, AMOUNT_SCALE)?);
+        }
+        Ok(())
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, SchemaError> {
+        Ok(Self {
+            late_fee: r.decimal("allocation.late_fee", AMOUNT_SCALE)?,
+            interest: r.decimal("allocation.interest", AMOUNT_SCALE)?,
+            principal: r.decimal("allocation.principal", AMOUNT_SCALE)?,
+            credit: r.decimal("allocation.credit", AMOUNT_SCALE)?,
+        })
+    }
 }
 
 impl Record for PaymentEvent {
@@ -327,7 +405,19 @@ impl Record for PaymentEvent {
             ("amount".into(), decimal_to_avro(&self.amount, AMOUNT_SCALE).unwrap_or(Value::Null)),
             ("currency".into(), Value::String(self.currency.clone())),
             ("reason".into(), opt_string(self.reason.as_deref())),
+            (
+                "allocation".into(),
+                match self.allocation {
+                    None => Value::Union(0, Box::new(Value::Null)),
+                    Some(a) => Value::Union(1, Box::new(a.to_value())),
+                },
+            ),
+            ("business_date".into(), opt_string(self.business_date.as_deref())),
         ])
+    }
+
+    fn history() -> &'static [WireSchema] {
+        &*PAYMENT_EVENT_HISTORY
     }
 
     fn from_value(value: Value) -> Result<Self, SchemaError> {
@@ -348,6 +438,8 @@ impl Record for PaymentEvent {
             amount: f.decimal("amount", AMOUNT_SCALE)?,
             currency: f.string("currency")?,
             reason: f.opt_string("reason")?,
+            allocation: Allocation::from_value(f.take_value("allocation")?)?,
+            business_date: f.opt_string("business_date")?,
         })
     }
 
@@ -363,6 +455,14 @@ impl Record for PaymentEvent {
         binary::bytes(out, &binary::decimal_bytes(&self.amount, AMOUNT_SCALE)?);
         binary::bytes(out, self.currency.as_bytes());
         binary::opt_string(out, self.reason.as_deref());
+        match self.allocation {
+            None => binary::long(out, 0),
+            Some(a) => {
+                binary::long(out, 1);
+                a.write(out)?;
+            }
+        }
+        binary::opt_string(out, self.business_date.as_deref());
         Ok(())
     }
 
@@ -384,6 +484,14 @@ impl Record for PaymentEvent {
             amount: r.decimal("amount", AMOUNT_SCALE)?,
             currency: r.string("currency")?,
             reason: r.opt_string("reason")?,
+            allocation: match r.long("allocation")? {
+                0 => None,
+                1 => Some(Allocation::read(r)?),
+                other => {
+                    return Err(SchemaError::Field { field: "allocation", problem: format!("union index {other}") })
+                }
+            },
+            business_date: r.opt_string("business_date")?,
         })
     }
 }
@@ -593,6 +701,8 @@ mod tests {
             amount: "-10.00".parse().unwrap(),
             currency: "BRL".into(),
             reason: Some("unknown installment".into()),
+            allocation: None,
+            business_date: None,
         };
         assert_eq!(decode::<PaymentEvent>(&encode(&event).unwrap()).unwrap(), event);
         event.reason = None;

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use paystream_schemas::{decode, encode, CommandKind, DeadLetter, EventType, PaymentCommand, PaymentEvent, Record};
+use paystream_schemas::{decode, encode, Allocation, CommandKind, DeadLetter, EventType, PaymentCommand, PaymentEvent, Record};
 
 fn amount() -> impl Strategy<Value = Decimal> {
     // Every value the schema's precision 20, scale 2 allows, and the edges.
@@ -98,6 +98,14 @@ fn event() -> impl Strategy<Value = PaymentEvent> {
                     contract_id: contract,
                     amount,
                     currency: cur,
+                    // Both branches of the new unions, from what is drawn already.
+                    allocation: inst.map(|_| Allocation {
+                        late_fee: amount,
+                        interest: Decimal::ZERO,
+                        principal: amount,
+                        credit: Decimal::new(1, 2),
+                    }),
+                    business_date: reason.clone(),
                     reason,
                 }
             },

@@ -39,6 +39,8 @@ fn event(aggregate: Uuid, seq: u64) -> PaymentEvent {
         amount: Decimal::new(12345, 2),
         currency: "BRL".into(),
         reason: None,
+        allocation: None,
+        business_date: None,
     }
 }
 

@@ -39,6 +39,8 @@ async fn the_function_writes_the_processors_rows_and_events() {
         amount: Decimal::ONE,
         currency: "BRL".into(),
         reason: None,
+        allocation: None,
+        business_date: None,
     };
     assert_eq!(header, encode(&any).unwrap()[..10], "the marker and the schema's fingerprint");
     let apply = client.prepare(APPLY).await.unwrap();

@@ -57,6 +57,8 @@ impl Outbox {
                 amount: Decimal::new(100, 2),
                 currency: "BRL".into(),
                 reason: None,
+                allocation: None,
+                business_date: None,
             };
             outbox.push_event(&self.config.kafka.events_topic, &event).unwrap();
             self.written.insert(event.event_id, (aggregate, *seq));
