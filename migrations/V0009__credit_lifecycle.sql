@@ -62,6 +62,7 @@ CREATE TABLE paystream.charge (
     created_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (installment_id, business_date, kind)
 );
+CREATE INDEX charge_business_date_idx ON paystream.charge (business_date);
 
 -- One accrual run per calendar and business date: what it charged, and whether it finished.
 CREATE TABLE paystream.accrual_run (

@@ -59,6 +59,13 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::payments::Payments,
     },
+    /// The business date: advance it (marking what it leaves unpaid overdue), show it.
+    BusinessDate {
+        #[command(subcommand)]
+        command: crate::lifecycle::BusinessDate,
+    },
+    /// Charge overdue installments their late fee and interest through the business date.
+    Accrue(crate::lifecycle::AccrueArgs),
     /// The events topic, decoded: one JSON line per event.
     Events {
         #[command(subcommand)]
@@ -151,6 +158,8 @@ pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result
             );
         }
         Command::Report => report(&config).await?,
+        Command::BusinessDate { command } => crate::lifecycle::business_date(&config, command).await?,
+        Command::Accrue(args) => crate::lifecycle::accrue(&config, args).await?,
         Command::Deadletters { command } => crate::deadletters::run(&config, command).await?,
         Command::Payments { command } => {
             if !crate::payments::run(&config, command).await? {

@@ -4,6 +4,7 @@
 mod commands;
 mod deadletters;
 mod events;
+mod lifecycle;
 mod payments;
 mod when;
 

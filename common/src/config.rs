@@ -70,6 +70,9 @@ pub struct Config {
     pub processor: ProcessorConfig,
     /// The outbox relay.
     pub relay: RelayConfig,
+    /// The credit lifecycle's defaults (business date, accrual).
+    #[serde(default)]
+    pub credit: CreditConfig,
     /// Configured providers by the name used in `POST /webhooks/{provider}` (see
     /// [`ProviderConfig::name`]). None by default.
     #[serde(default)]
@@ -306,6 +309,33 @@ pub struct ProcessorConfig {
     /// committed offsets is missing (without it, the processor stops at such a gap). On by
     /// default: the database is the source of truth for positions.
     pub seek_to_stored_position: bool,
+}
+
+/// The credit lifecycle: the terms of contracts that have none of their own, and accrual's
+/// parallelism.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CreditConfig {
+    /// One-time late fee on the overdue principal, as a fraction ("0.02": the 2% cap of
+    /// Brazilian consumer credit). A string, so that it is read as an exact decimal.
+    pub late_fee_rate: rust_decimal::Decimal,
+    /// Late interest a month, charged pro rata die ("0.01": 1% a month).
+    pub monthly_interest_rate: rust_decimal::Decimal,
+    /// Accrual writers, each on its own connection.
+    pub accrual_workers: usize,
+    /// Installments per accrual transaction.
+    pub accrual_chunk: i64,
+}
+
+impl Default for CreditConfig {
+    fn default() -> Self {
+        Self {
+            late_fee_rate: rust_decimal::Decimal::new(2, 2),
+            monthly_interest_rate: rust_decimal::Decimal::new(1, 2),
+            accrual_workers: 2,
+            accrual_chunk: 1000,
+        }
+    }
 }
 
 /// The outbox relay.
@@ -585,6 +615,14 @@ impl Config {
             }
         };
         check(!self.kafka.brokers.trim().is_empty(), "kafka.brokers is empty");
+        let rate = rust_decimal::Decimal::ZERO..=rust_decimal::Decimal::ONE;
+        check(rate.contains(&self.credit.late_fee_rate), "credit.late_fee_rate must be 0..=1 (0.02 is 2%)");
+        check(
+            rate.contains(&self.credit.monthly_interest_rate),
+            "credit.monthly_interest_rate must be 0..=1 (0.01 is 1% a month)",
+        );
+        check((1..=64).contains(&self.credit.accrual_workers), "credit.accrual_workers must be 1..=64");
+        check((1..=10_000).contains(&self.credit.accrual_chunk), "credit.accrual_chunk must be 1..=10000");
         check(self.kafka.partitions >= 1, "kafka.partitions must be at least 1");
         check(self.kafka.replication_factor >= 1, "kafka.replication_factor must be at least 1");
         check(

@@ -3,7 +3,9 @@
 //!
 //! Accounts: `provider_clearing:{provider}` (asset: money the provider owes us),
 //! `receivable:{contract}` (asset: what the customer owes), `customer_credit:{customer}`
-//! (liability: overpayments we hold), `disbursement:{currency}` (where principal went).
+//! (liability: overpayments we hold), `disbursement:{currency}` (where principal went),
+//! `penalty_income:{currency}` and `interest_income:{currency}` (what late fees and late
+//! interest earn: charged against the contract's receivable).
 //! No account has a balance row: balances are derived from postings (the
 //! `account_balances` view), so no single row is updated by every payment.
 
@@ -37,6 +39,16 @@ pub fn unapplied_cash(provider: &str) -> String {
 /// Where a contract's principal went when it was disbursed.
 pub fn disbursement(currency: &str) -> String {
     format!("disbursement:{currency}")
+}
+
+/// Late fees charged (income), per currency.
+pub fn penalty_income(currency: &str) -> String {
+    format!("penalty_income:{currency}")
+}
+
+/// Late interest charged (income), per currency.
+pub fn interest_income(currency: &str) -> String {
+    format!("interest_income:{currency}")
 }
 
 /// One balanced journal in the making.

@@ -8,12 +8,14 @@
 //! effect and the position commit together, so whatever crashes, nothing is applied twice
 //! and nothing is skipped. What cannot be applied becomes a dead letter, never a gap.
 
+pub mod accrual;
 pub mod apply;
 mod backlog;
 mod consumer;
 pub mod credit;
 pub mod error;
 pub mod ledger;
+pub mod lifecycle;
 pub mod outbox;
 pub mod pending;
 pub mod rules;

@@ -1,0 +1,1 @@
+SELECT day FROM paystream.holiday WHERE calendar = $1
