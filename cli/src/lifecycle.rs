@@ -82,7 +82,10 @@ pub async fn business_date(config: &Config, command: BusinessDate) -> anyhow::Re
                     &[&calendar],
                 )
                 .await?;
-            println!("{:<6} {:>10} {:>16} {:>14} {:>14} {:>16}", "bucket", "overdue", "principal", "late fees", "interest", "total");
+            println!(
+                "{:<6} {:>10} {:>16} {:>14} {:>14} {:>16}",
+                "bucket", "overdue", "principal", "late fees", "interest", "total"
+            );
             for r in rows {
                 let d = |i: usize| r.get::<_, rust_decimal::Decimal>(i);
                 println!(

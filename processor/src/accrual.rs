@@ -131,20 +131,21 @@ struct Totals {
 }
 
 /// Runs accrual for `options.calendar` through its business date (or `options.business_date`).
-pub async fn run(pool: &Pool, options: &AccrualOptions, progress: Arc<Progress>) -> Result<AccrualSummary, LifecycleError> {
+pub async fn run(
+    pool: &Pool,
+    options: &AccrualOptions,
+    progress: Arc<Progress>,
+) -> Result<AccrualSummary, LifecycleError> {
     let started = Instant::now();
     let owner = pool.get().await?;
     let calendar = options.calendar.as_str();
-    let locked: bool = owner
-        .query_one("SELECT pg_try_advisory_lock($1, hashtext($2))", &[&LOCK_KEY, &calendar])
-        .await?
-        .get(0);
+    let locked: bool =
+        owner.query_one("SELECT pg_try_advisory_lock($1, hashtext($2))", &[&LOCK_KEY, &calendar]).await?.get(0);
     if !locked {
         return Err(LifecycleError::Busy(calendar.to_owned()));
     }
-    let current = business_date(&**owner, calendar)
-        .await?
-        .ok_or_else(|| LifecycleError::NoBusinessDate(calendar.to_owned()))?;
+    let current =
+        business_date(&**owner, calendar).await?.ok_or_else(|| LifecycleError::NoBusinessDate(calendar.to_owned()))?;
     let day = options.business_date.unwrap_or(current);
     if day > current {
         return Err(LifecycleError::Future { calendar: calendar.to_owned(), current, asked: day });
@@ -279,21 +280,24 @@ async fn write_chunk(
                 } else {
                     format!("{} of {} overdue", c.terms.late_fee_rate, charges.base)
                 };
-                outbox.push_event(&options.events_topic, &PaymentEvent {
-                    event_id: event_id(event_type, &format!("{}\u{0}{day_text}", c.id)),
-                    event_type,
-                    occurred_at_ms: now,
-                    aggregate_id: c.id,
-                    provider: String::new(),
-                    payment_id: String::new(),
-                    installment_id: Some(c.id),
-                    contract_id: Some(c.contract),
-                    amount,
-                    currency: options.calendar.clone(),
-                    reason: Some(reason),
-                    allocation: None,
-                    business_date: Some(day_text.clone()),
-                })?;
+                outbox.push_event(
+                    &options.events_topic,
+                    &PaymentEvent {
+                        event_id: event_id(event_type, &format!("{}\u{0}{day_text}", c.id)),
+                        event_type,
+                        occurred_at_ms: now,
+                        aggregate_id: c.id,
+                        provider: String::new(),
+                        payment_id: String::new(),
+                        installment_id: Some(c.id),
+                        contract_id: Some(c.contract),
+                        amount,
+                        currency: options.calendar.clone(),
+                        reason: Some(reason),
+                        allocation: None,
+                        business_date: Some(day_text.clone()),
+                    },
+                )?;
             }
             up_id.push(c.id);
             up_version.push(c.version);

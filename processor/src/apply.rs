@@ -213,11 +213,7 @@ pub(crate) async fn lock_payments(
             credited,
             reversed,
             refunded: row.get(8),
-            applied: Parts {
-                late_fee,
-                interest,
-                principal: (applied_total - late_fee - interest).max(Decimal::ZERO),
-            },
+            applied: Parts { late_fee, interest, principal: (applied_total - late_fee - interest).max(Decimal::ZERO) },
         };
         payments.insert((row.get(0), row.get(1)), Locked { state, dirty: false });
     }

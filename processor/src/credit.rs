@@ -258,7 +258,8 @@ pub fn accrue(installment: &Overdue, terms: &Terms, business_date: Date) -> Char
     let from = installment.accrued_through.unwrap_or(installment.due_date);
     let days = (business_date - from).whole_days().max(0);
     let late_fee = if first && days > 0 { round_money(base * terms.late_fee_rate) } else { Decimal::ZERO };
-    let interest = round_money(base * terms.monthly_interest_rate * Decimal::from(days) / Decimal::from(DAYS_PER_MONTH));
+    let interest =
+        round_money(base * terms.monthly_interest_rate * Decimal::from(days) / Decimal::from(DAYS_PER_MONTH));
     Charges { base, late_fee, interest, days }
 }
 
@@ -298,9 +299,10 @@ mod tests {
 
     #[test]
     fn buckets() {
-        assert_eq!([bucket(1), bucket(30), bucket(31), bucket(60), bucket(61), bucket(90), bucket(91)], [
-            "1-30", "1-30", "31-60", "31-60", "61-90", "61-90", "90+"
-        ]);
+        assert_eq!(
+            [bucket(1), bucket(30), bucket(31), bucket(60), bucket(61), bucket(90), bucket(91)],
+            ["1-30", "1-30", "31-60", "31-60", "61-90", "61-90", "90+"]
+        );
     }
 
     #[test]
@@ -335,11 +337,10 @@ mod tests {
         let paid = Parts { late_fee: d("2.00"), interest: d("1.50"), principal: d("46.50") };
         let order = AllocationOrder::default();
         assert_eq!(unallocate(d("50.00"), paid, order), paid, "a full reversal takes back exactly the split");
-        assert_eq!(unallocate(d("47.00"), paid, order), Parts {
-            late_fee: Decimal::ZERO,
-            interest: d("0.50"),
-            principal: d("46.50")
-        });
+        assert_eq!(
+            unallocate(d("47.00"), paid, order),
+            Parts { late_fee: Decimal::ZERO, interest: d("0.50"), principal: d("46.50") }
+        );
     }
 
     #[test]

@@ -158,7 +158,8 @@ pub async fn mark_overdue(
     loop {
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;
-        let rows = tx.query(sql!("installment_mark_overdue.sql"), &[&calendar, &cutoff, &business_date, &MARK_BATCH]).await?;
+        let rows =
+            tx.query(sql!("installment_mark_overdue.sql"), &[&calendar, &cutoff, &business_date, &MARK_BATCH]).await?;
         if rows.is_empty() {
             return Ok((marked, principal));
         }
@@ -168,21 +169,24 @@ pub async fn mark_overdue(
             let id: Uuid = row.get(0);
             let due: Decimal = row.get(2);
             let due_date: Date = row.get(3);
-            outbox.push_event(events_topic, &PaymentEvent {
-                event_id: event_id(EventType::InstallmentOverdue, &format!("{id}\u{0}{day}")),
-                event_type: EventType::InstallmentOverdue,
-                occurred_at_ms: now,
-                aggregate_id: id,
-                provider: String::new(),
-                payment_id: String::new(),
-                installment_id: Some(id),
-                contract_id: Some(row.get(1)),
-                amount: due,
-                currency: calendar.to_owned(),
-                reason: Some(format!("due {due_date}, unpaid")),
-                allocation: None,
-                business_date: Some(day.clone()),
-            })?;
+            outbox.push_event(
+                events_topic,
+                &PaymentEvent {
+                    event_id: event_id(EventType::InstallmentOverdue, &format!("{id}\u{0}{day}")),
+                    event_type: EventType::InstallmentOverdue,
+                    occurred_at_ms: now,
+                    aggregate_id: id,
+                    provider: String::new(),
+                    payment_id: String::new(),
+                    installment_id: Some(id),
+                    contract_id: Some(row.get(1)),
+                    amount: due,
+                    currency: calendar.to_owned(),
+                    reason: Some(format!("due {due_date}, unpaid")),
+                    allocation: None,
+                    business_date: Some(day.clone()),
+                },
+            )?;
             principal += due;
         }
         let insert = tx.prepare_cached(crate::outbox::INSERT).await?;

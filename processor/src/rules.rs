@@ -618,12 +618,10 @@ mod tests {
         inst.status = InstallmentStatus::Overdue;
         let effect = pay(Some(&mut inst), &command(CommandKind::Payment, "w", "50.00"));
         let split = effect.facts[0].allocation.expect("an applied payment says how it was split");
-        assert_eq!((split.late_fee, split.interest, split.principal, split.credit), (
-            d("2.00"),
-            d("0.70"),
-            d("47.30"),
-            Decimal::ZERO
-        ));
+        assert_eq!(
+            (split.late_fee, split.interest, split.principal, split.credit),
+            (d("2.00"), d("0.70"), d("47.30"), Decimal::ZERO)
+        );
         assert_eq!((inst.late_fee_paid, inst.interest_paid, inst.amount_paid), (d("2.00"), d("0.70"), d("47.30")));
         assert_eq!(inst.status, InstallmentStatus::Overdue);
         let mut payment = effect.payment;

@@ -358,7 +358,15 @@ impl Writes {
         if !changed_provider.is_empty() {
             statements.push((
                 tx.prepare_cached(sql!("payment_update_reversed.sql")).await?,
-                vec![&changed_provider, &changed_id, &reversed, &credited, &refunded, &applied_late_fee, &applied_interest],
+                vec![
+                    &changed_provider,
+                    &changed_id,
+                    &reversed,
+                    &credited,
+                    &refunded,
+                    &applied_late_fee,
+                    &applied_interest,
+                ],
             ));
         }
         let mut ids = Vec::new();
@@ -374,8 +382,10 @@ impl Writes {
             interest_paid.push(installment.state.interest_paid);
         }
         if !ids.is_empty() {
-            statements
-                .push((tx.prepare_cached(sql!("installment_update_batch.sql")).await?, vec![&ids, &paid, &status, &late_fee_paid, &interest_paid]));
+            statements.push((
+                tx.prepare_cached(sql!("installment_update_batch.sql")).await?,
+                vec![&ids, &paid, &status, &late_fee_paid, &interest_paid],
+            ));
         }
         let reopened: Vec<Uuid> = self.reopened_contracts.iter().copied().collect();
         if !reopened.is_empty() {

@@ -6,7 +6,9 @@ use proptest::prelude::*;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use paystream_schemas::{decode, encode, Allocation, CommandKind, DeadLetter, EventType, PaymentCommand, PaymentEvent, Record};
+use paystream_schemas::{
+    decode, encode, Allocation, CommandKind, DeadLetter, EventType, PaymentCommand, PaymentEvent, Record,
+};
 
 fn amount() -> impl Strategy<Value = Decimal> {
     // Every value the schema's precision 20, scale 2 allows, and the edges.

@@ -9,6 +9,7 @@ mod deadletters;
 mod edge;
 mod failover;
 mod harness;
+mod lifecycle;
 mod logs;
 mod lookup;
 mod money;
