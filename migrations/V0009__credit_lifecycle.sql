@@ -36,6 +36,11 @@ ALTER TABLE paystream.contract
         'late_fee,interest,principal', 'interest,late_fee,principal', 'principal,interest,late_fee',
         'principal,late_fee,interest', 'late_fee,principal,interest', 'interest,principal,late_fee'));
 
+-- A renegotiated contract's debt moves to a new contract that names it.
+ALTER TABLE paystream.contract ADD COLUMN renegotiated_from uuid REFERENCES paystream.contract (id);
+CREATE INDEX contract_renegotiated_from_idx ON paystream.contract (renegotiated_from)
+    WHERE renegotiated_from IS NOT NULL;
+
 ALTER TABLE paystream.installment
     ADD COLUMN late_fee       numeric(20, 2) NOT NULL DEFAULT 0 CHECK (late_fee >= 0),
     ADD COLUMN late_fee_paid  numeric(20, 2) NOT NULL DEFAULT 0 CHECK (late_fee_paid >= 0),

@@ -66,6 +66,8 @@ pub enum Command {
     },
     /// Charge overdue installments their late fee and interest through the business date.
     Accrue(crate::lifecycle::AccrueArgs),
+    /// Replace a contract's unpaid installments by a new schedule (less a discount).
+    Renegotiate(crate::lifecycle::RenegotiateArgs),
     /// The events topic, decoded: one JSON line per event.
     Events {
         #[command(subcommand)]
@@ -160,6 +162,7 @@ pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result
         Command::Report => report(&config).await?,
         Command::BusinessDate { command } => crate::lifecycle::business_date(&config, command).await?,
         Command::Accrue(args) => crate::lifecycle::accrue(&config, args).await?,
+        Command::Renegotiate(args) => crate::lifecycle::renegotiate(&config, args).await?,
         Command::Deadletters { command } => crate::deadletters::run(&config, command).await?,
         Command::Payments { command } => {
             if !crate::payments::run(&config, command).await? {

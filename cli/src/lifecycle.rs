@@ -50,6 +50,50 @@ pub struct AccrueArgs {
     quiet: bool,
 }
 
+/// `paystream renegotiate`.
+#[derive(Args)]
+pub struct RenegotiateArgs {
+    /// The contract whose unpaid installments are replaced.
+    #[arg(long)]
+    contract: uuid::Uuid,
+    /// Installments of the new schedule (1 to 480).
+    #[arg(long)]
+    installments: u32,
+    /// The first new installment's due date (YYYY-MM-DD); the others monthly after it.
+    #[arg(long, value_parser = parse_date)]
+    first_due: Date,
+    /// Taken off what is owed (principal and charges), e.g. 150.00.
+    #[arg(long, default_value = "0")]
+    discount: rust_decimal::Decimal,
+}
+
+/// Runs `renegotiate`.
+pub async fn renegotiate(config: &Config, args: RenegotiateArgs) -> anyhow::Result<()> {
+    let pool = postgres::pool(&config.postgres)?;
+    let ask = paystream_processor::renegotiation::Renegotiation {
+        contract: args.contract,
+        installments: args.installments,
+        first_due: args.first_due,
+        discount: args.discount,
+    };
+    let done = paystream_processor::renegotiation::renegotiate(&pool, &ask, &config.kafka.events_topic).await?;
+    println!(
+        "contract {} renegotiated into {}: {} installments owing {} replaced by {} installments totalling {} \
+         (discount {})",
+        args.contract,
+        done.new_contract,
+        done.replaced,
+        done.outstanding,
+        done.schedule.len(),
+        done.total,
+        args.discount
+    );
+    for (due, amount) in &done.schedule {
+        println!("  {due}  {amount}");
+    }
+    Ok(())
+}
+
 fn parse_date(s: &str) -> Result<Date, String> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
     Date::parse(s, &format).map_err(|e| format!("{s:?} is not a date (YYYY-MM-DD): {e}"))

@@ -263,6 +263,37 @@ pub fn accrue(installment: &Overdue, terms: &Terms, business_date: Date) -> Char
     Charges { base, late_fee, interest, days }
 }
 
+/// A renegotiated schedule: `total` in `count` monthly installments from `first_due`, equal
+/// to the cent, the last taking what rounding leaves (so that they add up to `total`
+/// exactly); a due day past a month's end falls on its last day.
+pub fn schedule(total: Decimal, count: u32, first_due: Date) -> Vec<(Date, Decimal)> {
+    let count = count.max(1);
+    let each = (total / Decimal::from(count)).round_dp_with_strategy(2, RoundingStrategy::ToZero);
+    let mut out = Vec::with_capacity(count as usize);
+    for k in 0..count {
+        let amount = if k + 1 == count { total - each * Decimal::from(count - 1) } else { each };
+        out.push((add_months(first_due, k), amount));
+    }
+    out
+}
+
+fn add_months(day: Date, months: u32) -> Date {
+    let index = day.month() as u32 - 1 + months;
+    let year = day.year() + (index / 12) as i32;
+    let month = time::Month::try_from((index % 12 + 1) as u8).unwrap_or(time::Month::December);
+    let last = month.length(year);
+    Date::from_calendar_date(year, month, day.day().min(last)).unwrap_or(day)
+}
+
+/// What a renegotiation replaces: the open parts of the installments it takes over, less a
+/// discount no larger than what they owe. `None` when the discount is negative or exceeds
+/// what is owed, or nothing is owed.
+pub fn renegotiated_total(owed: &[Parts], discount: Decimal) -> Option<(Decimal, Decimal)> {
+    let outstanding: Decimal = owed.iter().map(Parts::total).sum();
+    (outstanding > Decimal::ZERO && discount >= Decimal::ZERO && discount < outstanding)
+        .then(|| (outstanding, outstanding - discount))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,6 +411,34 @@ mod tests {
         assert_eq!(accrue(&inst("0.25"), &terms, date!(2026 - 02 - 11)).late_fee, d("0.00"));
         assert_eq!(round_money(d("0.125")), d("0.12"));
         assert_eq!(round_money(d("0.135")), d("0.14"));
+    }
+
+    #[test]
+    fn schedules_add_up_and_keep_month_ends() {
+        let plan = schedule(d("1000.00"), 3, date!(2026 - 01 - 31));
+        assert_eq!(
+            plan,
+            vec![
+                (date!(2026 - 01 - 31), d("333.33")),
+                (date!(2026 - 02 - 28), d("333.33")),
+                (date!(2026 - 03 - 31), d("333.34"))
+            ]
+        );
+        let plan = schedule(d("0.05"), 12, date!(2026 - 11 - 10));
+        assert_eq!(plan.iter().map(|(_, a)| *a).sum::<Decimal>(), d("0.05"));
+        assert_eq!(plan[2].0, date!(2027 - 01 - 10));
+    }
+
+    #[test]
+    fn renegotiation_totals() {
+        let owed = [
+            Parts { late_fee: d("2.00"), interest: d("1.00"), principal: d("100.00") },
+            Parts { late_fee: Decimal::ZERO, interest: Decimal::ZERO, principal: d("100.00") },
+        ];
+        assert_eq!(renegotiated_total(&owed, d("3.00")), Some((d("203.00"), d("200.00"))));
+        assert_eq!(renegotiated_total(&owed, d("203.00")), None, "a discount of everything is a write-off");
+        assert_eq!(renegotiated_total(&owed, d("-1")), None);
+        assert_eq!(renegotiated_total(&[], Decimal::ZERO), None);
     }
 
     fn money() -> impl Strategy<Value = Decimal> {

@@ -51,6 +51,11 @@ pub fn interest_income(currency: &str) -> String {
     format!("interest_income:{currency}")
 }
 
+/// Discounts granted in renegotiations (an expense), per currency.
+pub fn renegotiation_discount(currency: &str) -> String {
+    format!("renegotiation_discount:{currency}")
+}
+
 /// One balanced journal in the making.
 #[derive(Debug, Clone)]
 pub struct Journal {

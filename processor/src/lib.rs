@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod lifecycle;
 pub mod outbox;
 pub mod pending;
+pub mod renegotiation;
 pub mod rules;
 pub mod seed;
 mod telemetry;

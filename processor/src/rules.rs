@@ -259,6 +259,29 @@ pub fn pay(installment: Option<&mut Installment>, command: &PaymentCommand) -> P
         refunded: Decimal::ZERO,
         applied: Parts::default(),
     };
+    // An installment renegotiated away owes nothing: its contract's debt moved to the new
+    // schedule. The money is the customer's, kept as credit, and the event says so.
+    if let (Some(inst), Some(_)) = (&installment, rejection) {
+        if inst.status == InstallmentStatus::Renegotiated || inst.contract_status == ContractStatus::Renegotiated {
+            journal
+                .debit(provider_clearing(&command.provider), command.amount)
+                .credit(customer_credit(inst.customer_id), command.amount);
+            payment.credited = command.amount;
+            return PaymentEffect {
+                payment,
+                rejection: None,
+                applied: Decimal::ZERO,
+                journal,
+                facts: vec![split_fact(
+                    EventType::PaymentApplied,
+                    command.amount,
+                    Some("installment was renegotiated; amount kept as customer credit"),
+                    Parts::default().allocation(command.amount),
+                )],
+                installment_paid: false,
+            };
+        }
+    }
     let (Some(inst), None) = (installment, rejection) else {
         // Collected money that cannot be applied is kept in suspense, never off the books.
         journal
@@ -634,6 +657,19 @@ mod tests {
         let effect = pay(Some(&mut inst), &command(CommandKind::Payment, "w2", "102.70"));
         assert!(effect.installment_paid);
         assert_eq!(inst.status, InstallmentStatus::Paid);
+    }
+
+    /// A payment for an installment renegotiated away is kept as customer credit, said so.
+    #[test]
+    fn payments_to_renegotiated_installments_become_credit() {
+        let mut inst = installment("100.00");
+        inst.status = InstallmentStatus::Renegotiated;
+        inst.contract_status = ContractStatus::Renegotiated;
+        let effect = pay(Some(&mut inst), &command(CommandKind::Payment, "w", "30.00"));
+        assert_eq!((effect.rejection, effect.applied, effect.payment.credited), (None, Decimal::ZERO, d("30.00")));
+        assert_eq!(balances(&effect.journal)["customer_credit:00000000-0000-0000-0000-000000000002"], d("-30.00"));
+        assert!(effect.facts[0].reason.is_some_and(|r| r.contains("renegotiated")));
+        assert_eq!(inst.amount_paid, Decimal::ZERO);
     }
 
     /// A reversal whose payment is unknown is held, not rejected.

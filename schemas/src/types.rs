@@ -257,6 +257,9 @@ pub enum EventType {
     /// Late interest was charged on an overdue installment, for the days since the last
     /// charge (one event per installment and accrual run, not per day).
     InterestAccrued,
+    /// A contract's unpaid installments were replaced by a new contract's schedule
+    /// (`contract_id` names the new contract; the aggregate is the old one).
+    ContractRenegotiated,
 }
 
 impl EventType {
@@ -274,11 +277,12 @@ impl EventType {
             Self::InstallmentOverdue => "InstallmentOverdue",
             Self::LateFeeCharged => "LateFeeCharged",
             Self::InterestAccrued => "InterestAccrued",
+            Self::ContractRenegotiated => "ContractRenegotiated",
         }
     }
 
     /// Every event type, for tests and documentation.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::PaymentApplied,
         Self::PaymentRejected,
         Self::PaymentReversed,
@@ -290,6 +294,7 @@ impl EventType {
         Self::InstallmentOverdue,
         Self::LateFeeCharged,
         Self::InterestAccrued,
+        Self::ContractRenegotiated,
     ];
 
     /// Parses a wire name.

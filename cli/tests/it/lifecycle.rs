@@ -384,3 +384,127 @@ async fn accrual_killed_mid_run_and_restarted_charges_nothing_twice() {
     assert!(per.values().all(|n| *n == 1), "one event per installment and kind");
     p.stop().await;
 }
+
+async fn balance(p: &Pipeline, account: &str) -> Decimal {
+    p.db.query_opt("SELECT balance FROM paystream.account_balances WHERE account = $1", &[&account])
+        .await
+        .unwrap()
+        .map_or(Decimal::ZERO, |row| row.get(0))
+}
+
+/// A contract with an overdue installment and its charges is renegotiated into 6
+/// installments with a discount while ten payments race to its installments. Each payment
+/// is either applied before (and what it paid is no longer owed) or finds the installment
+/// renegotiated and is kept as customer credit, said so on its event: nothing is lost. The
+/// new schedule adds up to what was owed less the discount; the old receivable is emptied,
+/// the new one holds the schedule, the discount is booked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn renegotiation_racing_payments_moves_the_balance_and_loses_nothing() {
+    let p = Pipeline::start().await;
+    run(&p, &["business-date", "advance", "--to", "2026-02-11"]);
+    run(&p, &["accrue", "--quiet"]);
+    let contract: Uuid = scalar(&p, "SELECT contract_id FROM paystream.installment ORDER BY contract_id LIMIT 1").await;
+    let installments: Vec<Uuid> =
+        p.db.query("SELECT id FROM paystream.installment WHERE contract_id = $1 ORDER BY seq", &[&contract])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+    let owed_before: Decimal =
+        p.db.query_one(
+            "SELECT sum(amount_due - amount_paid + late_fee - late_fee_paid + interest - interest_paid)
+             FROM paystream.installment WHERE contract_id = $1",
+            &[&contract],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    let config = p.config.clone();
+    let contract_arg = contract.to_string();
+    let renegotiation = tokio::task::spawn_blocking(move || {
+        cli(
+            &config,
+            &[
+                "renegotiate",
+                "--contract",
+                &contract_arg,
+                "--installments",
+                "6",
+                "--first-due",
+                "2026-03-15",
+                "--discount",
+                "25.00",
+            ],
+        )
+    });
+    for k in 0..10 {
+        let target = installments[k % installments.len()];
+        post(&p, "payment.succeeded", &format!("rn-{k}"), &format!("rn-pay-{k}"), target, "5.00").await;
+    }
+    let (ok, out, err) = renegotiation.await.unwrap();
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(p.wait_count("SELECT count(*) FROM paystream.payment", 10, WAIT).await, 10);
+
+    let row =
+        p.db.query_one(
+            "SELECT coalesce(sum(amount_applied), 0), coalesce(sum(amount_credited), 0),
+                    count(*) FILTER (WHERE amount_credited > 0)
+             FROM paystream.payment WHERE status = 'applied'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (applied, credited, credited_count) =
+        (row.get::<_, Decimal>(0), row.get::<_, Decimal>(1), row.get::<_, i64>(2));
+    assert_eq!(applied + credited, d("50.00"), "every payment applied or kept as credit");
+    let new_contract: Uuid =
+        p.db.query_one("SELECT id FROM paystream.contract WHERE renegotiated_from = $1", &[&contract])
+            .await
+            .unwrap()
+            .get(0);
+    let row =
+        p.db.query_one(
+            "SELECT count(*), sum(amount_due) FROM paystream.installment WHERE contract_id = $1",
+            &[&new_contract],
+        )
+        .await
+        .unwrap();
+    let (count_new, total) = (row.get::<_, i64>(0), row.get::<_, Decimal>(1));
+    assert_eq!(count_new, 6);
+    assert_eq!(
+        total,
+        owed_before - applied - d("25.00"),
+        "the schedule is what was owed, less payments before, less the discount"
+    );
+    let old: Vec<String> =
+        p.db.query("SELECT status FROM paystream.installment WHERE contract_id = $1", &[&contract])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+    assert!(old.iter().all(|s| s == "renegotiated" || s == "paid"), "{old:?}");
+    assert_eq!(balance(&p, &format!("receivable:{contract}")).await, Decimal::ZERO);
+    assert_eq!(balance(&p, &format!("receivable:{new_contract}")).await, total);
+    assert_eq!(balance(&p, "renegotiation_discount:BRL").await, d("25.00"));
+    assert_books_agree(&p).await;
+
+    let records = p
+        .read_topic(&p.config.kafka.events_topic, WAIT, |r| {
+            let e = events(r);
+            count(&e, EventType::ContractRenegotiated) == 1 && count(&e, EventType::PaymentApplied) == 10
+        })
+        .await;
+    let e = events(&records);
+    assert_eq!(count(&e, EventType::ContractRenegotiated), 1);
+    let said_credit = e
+        .iter()
+        .filter(|e| {
+            e.event_type == EventType::PaymentApplied && e.reason.as_deref().is_some_and(|r| r.contains("renegotiated"))
+        })
+        .count();
+    assert_eq!(said_credit as i64, credited_count, "each payment kept as credit says so");
+    p.stop().await;
+}
