@@ -77,6 +77,9 @@ pub async fn run(config: &Config, command: Payments) -> anyhow::Result<bool> {
                 "credited": p.get::<_, String>(8),
                 "reversed": p.get::<_, String>(9),
                 "refunded": p.get::<_, String>(10),
+                // What is applied now to the installment's charges (principal is the rest).
+                "to_late_fee": p.get::<_, String>(17),
+                "to_interest": p.get::<_, String>(18),
             },
             "journal_id": p.get::<_, Option<Uuid>>(11).map(|u| u.to_string()),
             "occurred_at": p.get::<_, String>(12),
@@ -230,8 +233,10 @@ fn print_text(r: &Value) {
         }
         let a = &p["allocation"];
         println!(
-            "  allocation: applied {}  credited {}  reversed {}  refunded {}",
+            "  allocation: applied {} (late fee {}, interest {})  credited {}  reversed {}  refunded {}",
             text(&a["applied"]),
+            text(&a["to_late_fee"]),
+            text(&a["to_interest"]),
             text(&a["credited"]),
             text(&a["reversed"]),
             text(&a["refunded"])

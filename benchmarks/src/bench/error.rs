@@ -40,6 +40,12 @@ pub enum BenchError {
         /// What went wrong.
         problem: String,
     },
+    /// A lifecycle command (business date, accrual) failed.
+    #[error("lifecycle: {0}")]
+    Lifecycle(#[from] paystream_processor::lifecycle::LifecycleError),
+    /// The database pool could not be built.
+    #[error("database pool: {0}")]
+    Pool(#[from] paystream_common::postgres::PostgresError),
     /// A run ended without doing all its work (payments not applied, events not delivered):
     /// its rate would measure something else.
     #[error("incomplete run: {0}")]

@@ -20,6 +20,7 @@ pub mod cpu;
 pub mod edge;
 pub mod error;
 pub mod figure;
+pub mod lifecycle;
 pub mod markdown;
 pub mod peers;
 pub mod pipeline;
@@ -54,6 +55,8 @@ pub enum Part {
     Edge,
     /// Processor members and installment counts.
     Scaling,
+    /// Accrual over a book with a tenth overdue, alone and beside the processor.
+    Lifecycle,
 }
 
 /// Sizes of one run.
@@ -79,6 +82,8 @@ pub struct Sizes {
     pub scaling_messages: u64,
     /// Installments of the first scaling runs (then 10x and 100x).
     pub scaling_installments: i32,
+    /// Installments of each lifecycle book (a tenth overdue).
+    pub lifecycle_installments: u64,
 }
 
 impl Sizes {
@@ -94,6 +99,7 @@ impl Sizes {
         concurrency: 64,
         scaling_messages: 50_000,
         scaling_installments: 10_000,
+        lifecycle_installments: 1_000_000,
     };
 
     /// Small enough to check in a few minutes that every part works.
@@ -108,6 +114,7 @@ impl Sizes {
         concurrency: 64,
         scaling_messages: 20_000,
         scaling_installments: 1_000,
+        lifecycle_installments: 100_000,
     };
 }
 
@@ -241,6 +248,15 @@ pub async fn all(
         let points = scaling::scaling(config, binaries, sizes.scaling_messages, sizes.scaling_installments);
         report.scaling = Some(points.await?);
     }
+    if parts.contains(&Part::Lifecycle) {
+        let run = lifecycle::lifecycle(
+            config,
+            sizes.lifecycle_installments,
+            sizes.processor_messages,
+            sizes.uniform_installments,
+        );
+        report.lifecycle = Some(run.await?);
+    }
     Ok(report)
 }
 
@@ -269,8 +285,11 @@ fn replot(paths: &[PathBuf], limits: &Context) -> Result<(Context, Report), Benc
 /// `paystream-bench bench`: measures (or, with `--replot`, redraws), prints the Markdown
 /// section, and writes it, the charts and the JSON where asked.
 pub async fn run(config: &Config, args: BenchArgs) -> Result<(), BenchError> {
-    let parts =
-        if args.only.is_empty() { vec![Part::Processor, Part::Relay, Part::Edge, Part::Scaling] } else { args.only };
+    let parts = if args.only.is_empty() {
+        vec![Part::Processor, Part::Relay, Part::Edge, Part::Scaling, Part::Lifecycle]
+    } else {
+        args.only
+    };
     let (context, report) = if args.replot.is_empty() {
         let binaries = Binaries::locate(args.paystream_bin.as_deref())?;
         let sizes = if args.context.quick { Sizes::QUICK } else { Sizes::FULL };

@@ -46,6 +46,10 @@ pub struct Report {
     pub edge: Option<EdgeResult>,
     /// Processor members and installments vs payments/s.
     pub scaling: Option<Vec<ScalingPoint>>,
+    /// Accrual alone and beside the processor. Absent in runs recorded before it was
+    /// measured.
+    #[serde(default)]
+    pub lifecycle: Option<super::lifecycle::LifecycleRun>,
 }
 
 impl Report {
@@ -67,6 +71,7 @@ impl Report {
         fill(&mut self.relay_sustained, other.relay_sustained);
         fill(&mut self.edge, other.edge);
         fill(&mut self.scaling, other.scaling);
+        fill(&mut self.lifecycle, other.lifecycle);
     }
 }
 
@@ -292,6 +297,31 @@ pub fn targets(context: &Context, r: &Report) -> Vec<Target> {
     for service in ["ingest", "processor", "relay"] {
         t.push(Target::below(&format!("peak RSS under load, {service}"), rss(service), "MiB", "", None, 64.0));
     }
+    let l = r.lifecycle.as_ref();
+    t.push(Target::ratio_at_least(
+        "accrual alone, installments/s (a tenth of the book overdue)",
+        l.map(|l| l.accrual_alone_per_s),
+        "installments/s",
+        "processor alone, payments/s",
+        l.map(|l| l.processor_alone_per_s),
+        Some(0.5),
+    ));
+    t.push(Target::ratio_at_least(
+        "processor while accrual runs",
+        l.map(|l| l.processor_during_per_s),
+        "payments/s",
+        "processor alone",
+        l.map(|l| l.processor_alone_per_s),
+        Some(0.7),
+    ));
+    t.push(Target::ratio_at_least(
+        "accrual while the processor runs",
+        l.map(|l| l.accrual_during_per_s),
+        "installments/s",
+        "accrual alone",
+        l.map(|l| l.accrual_alone_per_s),
+        None,
+    ));
     t
 }
 
