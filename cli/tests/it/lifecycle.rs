@@ -337,7 +337,8 @@ async fn accrual_racing_payments_loses_no_update() {
 }
 
 /// Accrual killed with -9 in the middle of a run, then run again: the second run charges what
-/// the first did not, nothing twice; its summary counts both runs.
+/// the first did not, nothing twice; its summary counts both runs. While the first runs, a
+/// second is refused (one run owns a calendar).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn accrual_killed_mid_run_and_restarted_charges_nothing_twice() {
     let mut p = Pipeline::start().await;
@@ -357,6 +358,9 @@ async fn accrual_killed_mid_run_and_restarted_charges_nothing_twice() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // One run owns the calendar: a second one started now is refused, not run beside it.
+    let (ok, _, err) = cli(&p.config, &["accrue", "--quiet"]);
+    assert!(!ok && err.contains("in progress"), "a second run beside the first: {err}");
     let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
     let mut accrual = accrual;
     let _ = accrual.wait();
