@@ -29,8 +29,11 @@ pub(super) async fn plan(config: &Config, opts: &Options, format: PayloadFormat)
     let limit = i64::try_from(opts.count).unwrap_or(i64::MAX);
     let rows = client
         .query(
-            "SELECT id, amount_due - amount_paid, currency::text FROM paystream.installments \
-             WHERE status IN ('open', 'partially_paid') ORDER BY contract_id, seq LIMIT $1",
+            // What is owed, charges included; overdue installments too (their payments pay
+            // the charges first, then principal).
+            "SELECT id, amount_due - amount_paid + late_fee - late_fee_paid + interest - interest_paid, \
+                    currency::text FROM paystream.installments \
+             WHERE status IN ('open', 'partially_paid', 'overdue') ORDER BY contract_id, seq LIMIT $1",
             &[&limit],
         )
         .await?;
