@@ -299,10 +299,10 @@ pub fn targets(context: &Context, r: &Report) -> Vec<Target> {
     }
     let l = r.lifecycle.as_ref();
     t.push(Target::ratio_at_least(
-        "accrual alone, installments/s (a tenth of the book overdue)",
+        "accrual alone, installments charged (a tenth of the book overdue)",
         l.map(|l| l.accrual_alone_per_s),
-        "installments/s",
-        "processor alone, payments/s",
+        "items/s",
+        "processor alone, payments applied",
         l.map(|l| l.processor_alone_per_s),
         Some(0.5),
     ));
