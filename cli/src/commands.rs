@@ -10,6 +10,7 @@ use clap::Subcommand;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
+use paystream_common::config::DbPart;
 use paystream_common::{cancel_on_signal, postgres, Config, Shutdown};
 
 #[derive(Subcommand)]
@@ -166,7 +167,7 @@ pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result
 }
 
 async fn report(config: &Config) -> anyhow::Result<()> {
-    let client = postgres::connect(&config.postgres, "paystream-cli", None).await?;
+    let client = postgres::connect(&config.postgres.as_part(DbPart::Jobs), "paystream-cli", None).await?;
     println!("database");
     for row in client
         .query("SELECT status, count(*), coalesce(sum(amount), 0)::text FROM paystream.payment GROUP BY status ORDER BY status", &[])

@@ -18,4 +18,5 @@ mod pipeline;
 mod processor;
 mod prometheus;
 mod relay;
+mod roles;
 mod tls;
