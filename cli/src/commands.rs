@@ -55,6 +55,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::deadletters::DeadLetters,
     },
+    /// The audit trail's tamper evidence: seal a day, verify every sealed day.
+    Audit {
+        #[command(subcommand)]
+        command: crate::audit::Audit,
+    },
     /// Look a payment up: its allocation, journals, reversals, events and inbound position.
     Payments {
         #[command(subcommand)]
@@ -153,6 +158,11 @@ pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result
         }
         Command::Report => report(&config).await?,
         Command::Deadletters { command } => crate::deadletters::run(&config, command).await?,
+        Command::Audit { command } => {
+            if !crate::audit::run(&config, command).await? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Payments { command } => {
             if !crate::payments::run(&config, command).await? {
                 return Ok(ExitCode::FAILURE);

@@ -275,6 +275,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 8, name: "outbox_parked", sql: include_str!("../../migrations/V0008__outbox_parked.sql") },
     // 9-12 are reserved for other work; the runner applies versions in this order, gaps allowed.
     Migration { version: 13, name: "roles", sql: include_str!("../../migrations/V0013__roles.sql") },
+    Migration { version: 14, name: "audit", sql: include_str!("../../migrations/V0014__audit.sql") },
     Migration {
         version: 17,
         name: "dead_letter_redrive",
