@@ -153,6 +153,17 @@ INSERT INTO paystream.role_privilege (grantee, privilege, object_type, object) V
     ('paystream_jobs', 'SELECT', 'TABLE', 'paystream.installments'),
     ('paystream_jobs', 'SELECT', 'TABLE', 'paystream.parked_events'),
     ('paystream_jobs', 'SELECT', 'TABLE', 'paystream.pending_reversals'),
+    -- jobs, for the accrual and maintenance work of migrations 9 to 12 (skipped until their
+    -- objects exist): the business date, accrued charges, installments' status and version
+    -- (optimistic concurrency against the processor), their events through the outbox.
+    ('paystream_jobs', 'SELECT, INSERT, UPDATE', 'TABLE', 'paystream.business_date'),
+    ('paystream_jobs', 'SELECT, INSERT', 'TABLE', 'paystream.charge'),
+    ('paystream_jobs', 'USAGE', 'SEQUENCE', 'paystream.charge_id_seq'),
+    ('paystream_jobs', 'UPDATE (status, version)', 'TABLE', 'paystream.installment'),
+    ('paystream_jobs', 'INSERT', 'TABLE', 'paystream.outbox'),
+    ('paystream_jobs', 'USAGE', 'SEQUENCE', 'paystream.outbox_id_seq'),
+    ('paystream_jobs', 'SELECT', 'TABLE', 'paystream.delinquency'),
+    ('paystream_reader', 'SELECT', 'TABLE', 'paystream.delinquency'),
     -- reader: the SQL contract views (design section 5) and nothing under them.
     ('paystream_reader', 'SELECT', 'TABLE', 'paystream.trial_balance'),
     ('paystream_reader', 'SELECT', 'TABLE', 'paystream.account_balances'),
