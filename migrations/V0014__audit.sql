@@ -1,11 +1,12 @@
 -- The audit trail: every change to contracts, installments, payments, reversals and customers,
 -- as ids and the changed columns' old and new values, from a whitelist per table. Personal
 -- data (a customer's name, CPF, email, phone) is never in the whitelist, so it never reaches
--- the log; a column added to a table later is not audited until it is listed here on purpose.
+-- the log. A column added to one of these tables later is neither audited nor named as
+-- redacted until a migration generates its table's function again with it.
 --
 -- Written by statement-level AFTER triggers over transition tables: one INSERT ... SELECT per
 -- statement of the processor's set-based batches, not one trigger call per row. The trigger
--- function is SECURITY DEFINER, owned by paystream_owner: service roles hold no privilege on
+-- functions are SECURITY DEFINER, owned by paystream_owner: service roles hold no privilege on
 -- audit_log, so they can neither write it directly nor remove what it holds.
 CREATE TABLE paystream.audit_log (
     id bigserial PRIMARY KEY,
@@ -13,10 +14,14 @@ CREATE TABLE paystream.audit_log (
     -- The row's key columns, e.g. {"id": "..."} or {"provider": "...", "provider_payment_id": "..."}.
     row_key jsonb NOT NULL,
     action text NOT NULL CHECK (action IN ('INSERT', 'UPDATE', 'DELETE')),
-    -- {"column": {"old": ..., "new": ...}} for the whitelisted columns that changed (an INSERT
-    -- has only "new", a DELETE only "old"); {"column": {"redacted": true}} for any other
-    -- column an UPDATE changed.
-    changes jsonb NOT NULL,
+    -- The whitelisted columns' values: for an INSERT all of them in new_values (old_values
+    -- NULL), for a DELETE all of them in old_values, for an UPDATE only those that changed, in
+    -- both.
+    old_values jsonb,
+    new_values jsonb,
+    -- Columns outside the whitelist that an UPDATE changed (a customer's personal data): the
+    -- change is on record, its values are not.
+    redacted text[] NOT NULL DEFAULT '{}',
     -- The login role of the session. Inside the SECURITY DEFINER trigger current_user is the
     -- owner, so the session's user is what names who made the change.
     role name NOT NULL,
@@ -27,82 +32,95 @@ CREATE TABLE paystream.audit_log (
 -- time order).
 CREATE INDEX audit_log_at_brin ON paystream.audit_log USING brin (at);
 
--- `cols` of the row `j` as a jsonb object.
-CREATE FUNCTION paystream.audit_pick(j jsonb, cols text[]) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT coalesce(jsonb_object_agg(c, j -> c), '{}'::jsonb) FROM unnest(cols) AS c
-$$;
-
--- TG_ARGV[0]: the key columns, comma-separated; TG_ARGV[1]: the audited (whitelisted) columns.
-CREATE FUNCTION paystream.audit_changes() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    keys constant text[] := string_to_array(TG_ARGV[0], ',');
-    cols constant text[] := string_to_array(TG_ARGV[1], ',');
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO paystream.audit_log (table_name, row_key, action, changes, role, txid, at)
-        SELECT TG_TABLE_NAME, paystream.audit_pick(n.j, keys), 'INSERT',
-               (SELECT coalesce(jsonb_object_agg(c, jsonb_build_object('new', n.j -> c)), '{}'::jsonb)
-                FROM unnest(cols) AS c),
-               session_user, pg_current_xact_id(), now()
-        FROM (SELECT to_jsonb(r) AS j FROM new_rows r) n;
-    ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO paystream.audit_log (table_name, row_key, action, changes, role, txid, at)
-        SELECT TG_TABLE_NAME, n.k, 'UPDATE', d.changes, session_user, pg_current_xact_id(), now()
-        FROM (SELECT paystream.audit_pick(to_jsonb(r), keys) AS k, to_jsonb(r) AS j FROM new_rows r) n
-        JOIN (SELECT paystream.audit_pick(to_jsonb(r), keys) AS k, to_jsonb(r) AS j FROM old_rows r) o
-          ON o.k = n.k
-        -- A changed column outside the whitelist (a customer's personal data) is named, so the
-        -- change itself is on record, but its values are not.
-        CROSS JOIN LATERAL (
-            SELECT jsonb_object_agg(e.key, CASE WHEN e.key = ANY (cols)
-                                                THEN jsonb_build_object('old', o.j -> e.key, 'new', e.value)
-                                                ELSE '{"redacted": true}'::jsonb END) AS changes
-            FROM jsonb_each(n.j) AS e
-            WHERE o.j -> e.key IS DISTINCT FROM e.value) d
-        -- An UPDATE that changed nothing (SET x = x) leaves no row.
-        WHERE d.changes IS NOT NULL;
-    ELSE
-        INSERT INTO paystream.audit_log (table_name, row_key, action, changes, role, txid, at)
-        SELECT TG_TABLE_NAME, paystream.audit_pick(o.j, keys), 'DELETE',
-               (SELECT coalesce(jsonb_object_agg(c, jsonb_build_object('old', o.j -> c)), '{}'::jsonb)
-                FROM unnest(cols) AS c),
-               session_user, pg_current_xact_id(), now()
-        FROM (SELECT to_jsonb(r) AS j FROM old_rows r) o;
-    END IF;
-    RETURN NULL;
-END
-$$;
-REVOKE ALL ON FUNCTION paystream.audit_changes() FROM PUBLIC;
-
--- One trigger per table and event: a trigger with transition tables fires for one event only
--- when OLD and NEW TABLE are both named, and INSERT has no OLD TABLE.
-DO $$
+-- One trigger function per table, generated here from the whitelist with the columns named in
+-- its statements: a generic function over to_jsonb(row) made the processor's rows about twice
+-- as expensive to write (measured with benchmarks/sql/rows_limit.sql), these cost a jsonb
+-- object per row. Each function is SECURITY DEFINER with a fixed search_path, and fires once
+-- per statement over its transition tables. Keys are never updated in paystream (UPDATEs join
+-- the old and new rows on them).
+DO $gen$
 DECLARE
     t record;
+    keys text[];
+    cols text[];
+    others text[];
+    key_n text;
+    key_o text;
+    join_on text;
+    obj_n text;
+    obj_o text;
+    unchanged text;
+    redacted text;
 BEGIN
     FOR t IN SELECT * FROM (VALUES
         ('contract', 'id', 'customer_id,currency,principal,status,version,created_at,settled_at'),
         ('installment', 'id', 'contract_id,seq,due_date,currency,amount_due,amount_paid,status,version,paid_at'),
         ('payment', 'provider,provider_payment_id',
          'installment_id,rail,amount,currency,status,reason,amount_applied,amount_credited,amount_reversed,'
-         'amount_refunded,journal_id,occurred_at,source_partition,source_offset'),
+         'amount_refunded,journal_id,occurred_at,applied_at,source_partition,source_offset'),
         ('reversal', 'provider,reversal_id',
          'provider_payment_id,kind,amount,applied_amount,status,reason,journal_id,reversed_at'),
         -- Never name, tax_id, email or phone.
         ('customer', 'id', 'created_at,anonymised_at')) AS v(name, keys, cols)
     LOOP
+        keys := string_to_array(t.keys, ',');
+        cols := string_to_array(t.cols, ',');
+        SELECT coalesce(array_agg(a.attname::text ORDER BY a.attnum), '{}') INTO others
+        FROM pg_attribute a
+        WHERE a.attrelid = format('paystream.%I', t.name)::regclass AND a.attnum > 0 AND NOT a.attisdropped
+          AND a.attname::text <> ALL (keys) AND a.attname::text <> ALL (cols);
+        SELECT 'jsonb_build_object(' || string_agg(format('%L, n.%I', k, k), ', ') || ')',
+               'jsonb_build_object(' || string_agg(format('%L, o.%I', k, k), ', ') || ')',
+               string_agg(format('o.%I = n.%I', k, k), ' AND ')
+          INTO key_n, key_o, join_on FROM unnest(keys) AS k;
+        SELECT 'jsonb_build_object(' || string_agg(format('%L, n.%I', c, c), ', ') || ')',
+               'jsonb_build_object(' || string_agg(format('%L, o.%I', c, c), ', ') || ')',
+               'ARRAY[' || string_agg(format('CASE WHEN o.%I IS NOT DISTINCT FROM n.%I THEN %L END', c, c, c), ', ')
+                   || ']::text[]'
+          INTO obj_n, obj_o, unchanged FROM unnest(cols) AS c;
+        SELECT coalesce('array_remove(ARRAY['
+                        || string_agg(format('CASE WHEN o.%I IS DISTINCT FROM n.%I THEN %L END', c, c, c), ', ')
+                        || ']::text[], NULL)', '''{}''::text[]')
+          INTO redacted FROM unnest(others) AS c;
+
+        EXECUTE format($f$
+CREATE FUNCTION paystream.%1$I() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO paystream.audit_log (table_name, row_key, action, new_values, role, txid, at)
+        SELECT %2$L, %3$s, 'INSERT', %6$s, session_user, pg_current_xact_id(), now()
+        FROM new_rows n;
+    ELSIF TG_OP = 'UPDATE' THEN
+        INSERT INTO paystream.audit_log (table_name, row_key, action, old_values, new_values, redacted, role, txid, at)
+        SELECT %2$L, x.row_key, 'UPDATE', x.old_values, x.new_values, x.redacted, session_user, pg_current_xact_id(), now()
+        FROM (SELECT %3$s AS row_key, %7$s - u.unchanged AS old_values, %6$s - u.unchanged AS new_values,
+                     %9$s AS redacted
+              FROM new_rows n JOIN old_rows o ON %5$s
+              CROSS JOIN LATERAL (SELECT %8$s AS unchanged) u) x
+        -- An UPDATE that changed nothing (SET x = x) leaves no row.
+        WHERE x.new_values <> '{}'::jsonb OR x.redacted <> '{}'::text[];
+    ELSE
+        INSERT INTO paystream.audit_log (table_name, row_key, action, old_values, role, txid, at)
+        SELECT %2$L, %4$s, 'DELETE', %7$s, session_user, pg_current_xact_id(), now()
+        FROM old_rows o;
+    END IF;
+    RETURN NULL;
+END
+$body$$f$, 'audit_' || t.name, t.name, key_n, key_o, join_on, obj_n, obj_o, unchanged, redacted);
+        EXECUTE format('REVOKE ALL ON FUNCTION paystream.%I() FROM PUBLIC', 'audit_' || t.name);
+
+        -- One trigger per event: INSERT has no OLD TABLE, DELETE no NEW TABLE.
         EXECUTE format('CREATE TRIGGER audit_insert AFTER INSERT ON paystream.%I REFERENCING NEW TABLE AS new_rows '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION paystream.audit_changes(%L, %L)', t.name, t.keys, t.cols);
+                       'FOR EACH STATEMENT EXECUTE FUNCTION paystream.%I()', t.name, 'audit_' || t.name);
         EXECUTE format('CREATE TRIGGER audit_update AFTER UPDATE ON paystream.%I '
                        'REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION paystream.audit_changes(%L, %L)', t.name, t.keys, t.cols);
+                       'FOR EACH STATEMENT EXECUTE FUNCTION paystream.%I()', t.name, 'audit_' || t.name);
         EXECUTE format('CREATE TRIGGER audit_delete AFTER DELETE ON paystream.%I REFERENCING OLD TABLE AS old_rows '
-                       'FOR EACH STATEMENT EXECUTE FUNCTION paystream.audit_changes(%L, %L)', t.name, t.keys, t.cols);
+                       'FOR EACH STATEMENT EXECUTE FUNCTION paystream.%I()', t.name, 'audit_' || t.name);
     END LOOP;
 END
-$$;
+$gen$;
 
 -- Tamper evidence: `paystream audit seal --date D` stores, for day D (UTC), a SHA-256 over the
 -- day's audit rows and journals with postings, chained to the previous seal's hash;
