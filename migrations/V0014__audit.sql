@@ -8,20 +8,24 @@
 -- statement of the processor's set-based batches, not one trigger call per row. The trigger
 -- functions are SECURITY DEFINER, owned by paystream_owner: service roles hold no privilege on
 -- audit_log, so they can neither write it directly nor remove what it holds.
+--
+-- One row per statement that changed rows: the processor's batches write a hundred payments
+-- in one statement, and one audit row for them costs a fraction of a hundred (measured with
+-- benchmarks/sql/rows_limit.sql: the processor's rows took about 35% longer to write with an
+-- audit row per changed row, about 20% with one per statement).
 CREATE TABLE paystream.audit_log (
     id bigserial PRIMARY KEY,
     table_name text NOT NULL,
-    -- The row's key columns, e.g. {"id": "..."} or {"provider": "...", "provider_payment_id": "..."}.
-    row_key jsonb NOT NULL,
     action text NOT NULL CHECK (action IN ('INSERT', 'UPDATE', 'DELETE')),
-    -- The whitelisted columns' values: for an INSERT all of them in new_values (old_values
-    -- NULL), for a DELETE all of them in old_values, for an UPDATE only those that changed, in
-    -- both.
-    old_values jsonb,
-    new_values jsonb,
-    -- Columns outside the whitelist that an UPDATE changed (a customer's personal data): the
-    -- change is on record, its values are not.
-    redacted text[] NOT NULL DEFAULT '{}',
+    -- How many rows the statement changed: the length of `changes`.
+    rows integer NOT NULL CHECK (rows > 0),
+    -- One element per changed row: {"key": {...}, "new": {...}} for an INSERT (every
+    -- whitelisted column), {"key", "old"} for a DELETE, {"key", "old", "new"} for an UPDATE
+    -- (only the whitelisted columns that changed), plus "redacted": ["email", ...] naming the
+    -- columns outside the whitelist an UPDATE changed (a customer's personal data: the change is
+    -- on record, its values are not). Keys are the row's key columns, e.g. {"id": "..."} or
+    -- {"provider": "...", "provider_payment_id": "..."}.
+    changes jsonb NOT NULL,
     -- The login role of the session. Inside the SECURITY DEFINER trigger current_user is the
     -- owner, so the session's user is what names who made the change.
     role name NOT NULL,
@@ -31,11 +35,14 @@ CREATE TABLE paystream.audit_log (
 -- Seals read one day at a time; a BRIN index costs the inserts almost nothing (rows arrive in
 -- time order).
 CREATE INDEX audit_log_at_brin ON paystream.audit_log USING brin (at);
+-- A batch's changes are a few dozen KiB of repetitive text: lz4 compresses them at a small
+-- fraction of pglz's CPU.
+ALTER TABLE paystream.audit_log ALTER COLUMN changes SET COMPRESSION lz4;
 
 -- One trigger function per table, generated here from the whitelist with the columns named in
 -- its statements: a generic function over to_jsonb(row) made the processor's rows about twice
--- as expensive to write (measured with benchmarks/sql/rows_limit.sql), these cost a jsonb
--- object per row. Each function is SECURITY DEFINER with a fixed search_path, and fires once
+-- as expensive to write, these cost a jsonb object per row. Each function is SECURITY
+-- DEFINER with a fixed search_path, and fires once
 -- per statement over its transition tables. Keys are never updated in paystream (UPDATEs join
 -- the old and new rows on them).
 DO $gen$
@@ -88,22 +95,30 @@ CREATE FUNCTION paystream.%1$I() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO paystream.audit_log (table_name, row_key, action, new_values, role, txid, at)
-        SELECT %2$L, %3$s, 'INSERT', %6$s, session_user, pg_current_xact_id(), now()
-        FROM new_rows n;
+        INSERT INTO paystream.audit_log (table_name, action, rows, changes, role, txid, at)
+        SELECT %2$L, 'INSERT', count(*), jsonb_agg(jsonb_build_object('key', %3$s, 'new', %6$s)),
+               session_user, pg_current_xact_id(), now()
+        FROM new_rows n
+        HAVING count(*) > 0;
     ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO paystream.audit_log (table_name, row_key, action, old_values, new_values, redacted, role, txid, at)
-        SELECT %2$L, x.row_key, 'UPDATE', x.old_values, x.new_values, x.redacted, session_user, pg_current_xact_id(), now()
-        FROM (SELECT %3$s AS row_key, %7$s - u.unchanged AS old_values, %6$s - u.unchanged AS new_values,
-                     %9$s AS redacted
+        INSERT INTO paystream.audit_log (table_name, action, rows, changes, role, txid, at)
+        SELECT %2$L, 'UPDATE', count(*),
+               jsonb_agg(CASE WHEN cardinality(y.redacted) > 0
+                              THEN jsonb_build_object('key', y.k, 'old', y.o, 'new', y.n, 'redacted', to_jsonb(y.redacted))
+                              ELSE jsonb_build_object('key', y.k, 'old', y.o, 'new', y.n) END),
+               session_user, pg_current_xact_id(), now()
+        FROM (SELECT %3$s AS k, %7$s - u.unchanged AS o, %6$s - u.unchanged AS n, %9$s AS redacted
               FROM new_rows n JOIN old_rows o ON %5$s
-              CROSS JOIN LATERAL (SELECT %8$s AS unchanged) u) x
-        -- An UPDATE that changed nothing (SET x = x) leaves no row.
-        WHERE x.new_values <> '{}'::jsonb OR x.redacted <> '{}'::text[];
+              CROSS JOIN LATERAL (SELECT %8$s AS unchanged) u) y
+        -- A row that an UPDATE left as it was (SET x = x) is not a change.
+        WHERE y.n <> '{}'::jsonb OR cardinality(y.redacted) > 0
+        HAVING count(*) > 0;
     ELSE
-        INSERT INTO paystream.audit_log (table_name, row_key, action, old_values, role, txid, at)
-        SELECT %2$L, %4$s, 'DELETE', %7$s, session_user, pg_current_xact_id(), now()
-        FROM old_rows o;
+        INSERT INTO paystream.audit_log (table_name, action, rows, changes, role, txid, at)
+        SELECT %2$L, 'DELETE', count(*), jsonb_agg(jsonb_build_object('key', %4$s, 'old', %7$s)),
+               session_user, pg_current_xact_id(), now()
+        FROM old_rows o
+        HAVING count(*) > 0;
     END IF;
     RETURN NULL;
 END

@@ -5,8 +5,7 @@
 SELECT x.record
 FROM (
     SELECT 0 AS part, a.id AS audit_id, NULL::uuid AS journal_id, 0 AS line,
-           concat_ws('|', 'audit', a.id, a.table_name, a.row_key::text, a.action, coalesce(a.old_values::text, '-'),
-                     coalesce(a.new_values::text, '-'), a.redacted::text, a.role,
+           concat_ws('|', 'audit', a.id, a.table_name, a.action, a.rows, a.changes::text, a.role,
                      a.txid::text, (extract(epoch FROM a.at) * 1000000)::bigint) AS record
     FROM paystream.audit_log a
     WHERE a.at >= ($1::text::date)::timestamp AT TIME ZONE 'UTC'
