@@ -128,7 +128,9 @@ BEGIN
         || bench_seed.avro_opt_string(contract_id::text)
         || bench_seed.avro_amount(amount)
         || bench_seed.avro_string(currency)
-        || bench_seed.avro_opt_string(reason);
+        || bench_seed.avro_opt_string(reason)
+        -- allocation and business_date (schema v2), null: the seed design knows no charges.
+        || '\x0000'::bytea;
 END
 $$;
 

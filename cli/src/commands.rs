@@ -10,6 +10,7 @@ use clap::Subcommand;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
+use paystream_common::config::DbPart;
 use paystream_common::{cancel_on_signal, postgres, Config, Shutdown};
 
 #[derive(Subcommand)]
@@ -53,6 +54,11 @@ pub enum Command {
     Deadletters {
         #[command(subcommand)]
         command: crate::deadletters::DeadLetters,
+    },
+    /// The audit trail's tamper evidence: seal a day, verify every sealed day.
+    Audit {
+        #[command(subcommand)]
+        command: crate::audit::Audit,
     },
     /// Look a payment up: its allocation, journals, reversals, events and inbound position.
     Payments {
@@ -164,6 +170,11 @@ pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result
         Command::Accrue(args) => crate::lifecycle::accrue(&config, args).await?,
         Command::Renegotiate(args) => crate::lifecycle::renegotiate(&config, args).await?,
         Command::Deadletters { command } => crate::deadletters::run(&config, command).await?,
+        Command::Audit { command } => {
+            if !crate::audit::run(&config, command).await? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Payments { command } => {
             if !crate::payments::run(&config, command).await? {
                 return Ok(ExitCode::FAILURE);
@@ -178,7 +189,7 @@ pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result
 }
 
 async fn report(config: &Config) -> anyhow::Result<()> {
-    let client = postgres::connect(&config.postgres, "paystream-cli", None).await?;
+    let client = postgres::connect(&config.postgres.as_part(DbPart::Jobs), "paystream-cli", None).await?;
     println!("database");
     for row in client
         .query("SELECT status, count(*), coalesce(sum(amount), 0)::text FROM paystream.payment GROUP BY status ORDER BY status", &[])

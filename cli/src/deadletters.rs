@@ -21,6 +21,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 
 use paystream_common::command_auth::{self, CommandAuth};
+use paystream_common::config::DbPart;
 use paystream_common::{kafka, postgres, Config};
 use paystream_schemas::{decode_inbound, Inbound, PaymentCommand};
 
@@ -205,7 +206,7 @@ async fn select(client: &tokio_postgres::Client, filter: &Filter) -> anyhow::Res
 
 /// Runs a `deadletters` subcommand.
 pub async fn run(config: &Config, command: DeadLetters) -> anyhow::Result<()> {
-    let mut client = postgres::connect(&config.postgres, "paystream-cli", None).await?;
+    let mut client = postgres::connect(&config.postgres.as_part(DbPart::Jobs), "paystream-cli", None).await?;
     match command {
         DeadLetters::List { filter, json } => {
             for row in select(&client, &filter).await? {

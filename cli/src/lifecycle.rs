@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use time::Date;
 
+use paystream_common::config::DbPart;
 use paystream_common::{postgres, Config};
 use paystream_processor::accrual::{self, AccrualOptions, Progress};
 use paystream_processor::credit::Terms;
@@ -69,7 +70,7 @@ pub struct RenegotiateArgs {
 
 /// Runs `renegotiate`.
 pub async fn renegotiate(config: &Config, args: RenegotiateArgs) -> anyhow::Result<()> {
-    let pool = postgres::pool(&config.postgres)?;
+    let pool = postgres::pool(&config.postgres.as_part(DbPart::Jobs))?;
     let ask = paystream_processor::renegotiation::Renegotiation {
         contract: args.contract,
         installments: args.installments,
@@ -101,7 +102,7 @@ fn parse_date(s: &str) -> Result<Date, String> {
 
 /// Runs a `business-date` subcommand.
 pub async fn business_date(config: &Config, command: BusinessDate) -> anyhow::Result<()> {
-    let pool = postgres::pool(&config.postgres)?;
+    let pool = postgres::pool(&config.postgres.as_part(DbPart::Jobs))?;
     match command {
         BusinessDate::Advance { calendar, to } => {
             let done = lifecycle::advance(&pool, &calendar, to, &config.kafka.events_topic).await?;
@@ -150,7 +151,7 @@ pub async fn business_date(config: &Config, command: BusinessDate) -> anyhow::Re
 /// Runs `accrue`.
 pub async fn accrue(config: &Config, args: AccrueArgs) -> anyhow::Result<()> {
     let workers = args.workers.unwrap_or(config.credit.accrual_workers);
-    let mut pg = config.postgres.clone();
+    let mut pg = config.postgres.as_part(DbPart::Jobs);
     // The reader's connection and the writers' each.
     pg.pool_size = pg.pool_size.max(workers + 1);
     let pool = postgres::pool(&pg)?;

@@ -1,6 +1,7 @@
 //! `paystream`: every service and tool in one binary. Thin: parse the command line, load the
 //! configuration, start telemetry, call the library.
 
+mod audit;
 mod commands;
 mod deadletters;
 mod events;

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use paystream_common::config::DbPart;
 use paystream_common::outbox::Frames;
 use paystream_common::{postgres, Config};
 use paystream_schemas::{decode, PaymentEvent};
@@ -48,7 +49,7 @@ pub enum Payments {
 /// Runs a `payments` subcommand; `Ok(false)` when the payment is not known.
 pub async fn run(config: &Config, command: Payments) -> anyhow::Result<bool> {
     let Payments::Show { provider, payment_id, json, no_kafka } = command;
-    let client = postgres::connect(&config.postgres, "paystream-cli", None).await?;
+    let client = postgres::connect(&config.postgres.as_part(DbPart::Jobs), "paystream-cli", None).await?;
     let key: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&provider, &payment_id];
     let payment = client.query_opt(PAYMENT, &key).await?;
     let reversals = client.query(REVERSALS, &key).await?;

@@ -216,6 +216,54 @@ pub struct PostgresConfig {
     /// (libpq's `require`), and the default (`prefer`) uses TLS when the server offers it.
     #[serde(default)]
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// The login role each part of paystream connects as, in place of the URL's user.
+    pub users: PostgresUsers,
+    /// The user this configuration's connections log in as when not the URL's: set by
+    /// [`PostgresConfig::as_part`], never read from a file.
+    #[serde(skip)]
+    pub login_user: Option<String>,
+}
+
+/// The login roles of migration V0013, one per part, each with the least privilege that part
+/// needs. Each replaces the URL's user (host, port, database and password stay); an empty
+/// name keeps the URL's user. The URL's own user is what `migrate` and `seed` run as: the
+/// superuser or a member of `paystream_owner`. In production each service usually has its
+/// own URL (its own role and password) and these stay at the role names or empty.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresUsers {
+    /// The processor (`paystream_processor`).
+    pub processor: String,
+    /// The outbox relay (`paystream_relay`).
+    pub relay: String,
+    /// Batch jobs and operator commands: dead-letter re-drive, payment lookup, report, audit
+    /// seal and verify (`paystream_jobs`).
+    pub jobs: String,
+}
+
+/// A part of paystream that connects to PostgreSQL, for [`PostgresConfig::as_part`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbPart {
+    /// The processor.
+    Processor,
+    /// The outbox relay.
+    Relay,
+    /// Batch jobs and operator commands.
+    Jobs,
+}
+
+impl PostgresConfig {
+    /// This configuration, logging in as `part`'s role (`postgres.users`).
+    pub fn as_part(&self, part: DbPart) -> PostgresConfig {
+        let user = match part {
+            DbPart::Processor => &self.users.processor,
+            DbPart::Relay => &self.users.relay,
+            DbPart::Jobs => &self.users.jobs,
+        };
+        let mut config = self.clone();
+        config.login_user = (!user.is_empty()).then(|| user.clone());
+        config
+    }
 }
 
 impl fmt::Debug for PostgresConfig {
@@ -232,6 +280,8 @@ impl fmt::Debug for PostgresConfig {
             .field("idle_in_transaction_timeout_ms", &self.idle_in_transaction_timeout_ms)
             .field("tcp_user_timeout_ms", &self.tcp_user_timeout_ms)
             .field("tls_ca_file", &self.tls_ca_file)
+            .field("users", &self.users)
+            .field("login_user", &self.login_user)
             .finish()
     }
 }
@@ -537,6 +587,9 @@ impl Config {
     pub fn data_env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("PAYSTREAM_POSTGRES__URL", self.postgres.url.clone()),
+            ("PAYSTREAM_POSTGRES__USERS__PROCESSOR", self.postgres.users.processor.clone()),
+            ("PAYSTREAM_POSTGRES__USERS__RELAY", self.postgres.users.relay.clone()),
+            ("PAYSTREAM_POSTGRES__USERS__JOBS", self.postgres.users.jobs.clone()),
             ("PAYSTREAM_KAFKA__BROKERS", self.kafka.brokers.clone()),
             ("PAYSTREAM_KAFKA__INBOUND_TOPIC", self.kafka.inbound_topic.clone()),
             ("PAYSTREAM_KAFKA__EVENTS_TOPIC", self.kafka.events_topic.clone()),

@@ -128,6 +128,9 @@ fn client_config(
     application_name: Option<&str>,
 ) -> Result<tokio_postgres::Config, PostgresError> {
     let mut pg: tokio_postgres::Config = config.url.parse().map_err(PostgresError::Url)?;
+    if let Some(user) = &config.login_user {
+        pg.user(user);
+    }
     pg.connect_timeout(Duration::from_millis(config.connect_timeout_ms));
     pg.keepalives(true)
         .keepalives_idle(Duration::from_secs(10))
@@ -275,7 +278,9 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "credit_lifecycle",
         sql: include_str!("../../migrations/V0009__credit_lifecycle.sql"),
     },
-    // 10-16 are reserved for other work; the runner applies versions in this order, gaps allowed.
+    // 10-12 and 15-16 are reserved for other work; the runner applies versions in this order, gaps allowed.
+    Migration { version: 13, name: "roles", sql: include_str!("../../migrations/V0013__roles.sql") },
+    Migration { version: 14, name: "audit", sql: include_str!("../../migrations/V0014__audit.sql") },
     Migration {
         version: 17,
         name: "dead_letter_redrive",
@@ -333,6 +338,14 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<usize, Postg
             tx.commit().await?;
             tracing::info!(version = m.version, name = m.name, "migration applied");
             applied += 1;
+        }
+        // Ownership and grants follow what the migrations declare whatever order they were
+        // applied in (a lower version applied after V0013 creates objects the superuser owns
+        // and no role may use): the procedure of V0013 puts them right, idempotently.
+        let privileges: Option<String> =
+            client.query_one("SELECT to_regprocedure('paystream.apply_role_privileges()')::text", &[]).await?.get(0);
+        if privileges.is_some() {
+            client.batch_execute("CALL paystream.apply_role_privileges()").await?;
         }
         Ok(applied)
     }

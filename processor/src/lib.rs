@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use paystream_common::config::Config;
+use paystream_common::config::{Config, DbPart};
 use paystream_common::telemetry::{spawn_admin, Readiness};
 use paystream_common::{kafka, postgres, Shutdown};
 
@@ -37,7 +37,7 @@ pub use error::{ApplyError, ProcessorError};
 /// Runs the processor until `shutdown` or a fatal error.
 pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Result<(), ProcessorError> {
     kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await?;
-    let pool = postgres::pool(&config.postgres)?;
+    let pool = postgres::pool(&config.postgres.as_part(DbPart::Processor))?;
     let readiness = Readiness::default();
     spawn_admin(admin, readiness.clone(), shutdown.clone());
     telemetry::register();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rdkafka::message::{Header, OwnedHeaders};
 use uuid::Uuid;
 
-use paystream_common::config::Config;
+use paystream_common::config::{Config, DbPart};
 use paystream_common::outbox::{Frame, Frames};
 use paystream_common::postgres::{self, classify, Disposition, PostgresError};
 use paystream_common::telemetry::Readiness;
@@ -150,7 +150,8 @@ pub async fn drain(
     shutdown: &Shutdown,
 ) -> Result<(), RelayError> {
     let (notify_tx, mut notify_rx) = tokio::sync::mpsc::channel(1);
-    let mut client = postgres::connect(&config.postgres, "paystream-relay", Some(notify_tx)).await?;
+    let mut client =
+        postgres::connect(&config.postgres.as_part(DbPart::Relay), "paystream-relay", Some(notify_tx)).await?;
     // The outbox is a queue table: its statistics are usually those of an empty table, and a
     // planner that believes them sorts every pending row of a lane to return the oldest few.
     // Without sorts the only plan left is the primary key in id order, stopping at the limit.

@@ -176,5 +176,11 @@ mod tests {
             r#"{"name":"io.paystream.payments.v1.PaymentEvent","type":"record","fields":[{"name":"event_id","type":"string"},{"name":"event_type","type":"string"},{"name":"occurred_at","type":"long"},{"name":"aggregate_id","type":"string"},{"name":"provider","type":"string"},{"name":"payment_id","type":"string"},{"name":"installment_id","type":["null","string"]},{"name":"contract_id","type":["null","string"]},{"name":"amount","type":"bytes"},{"name":"currency","type":"string"},{"name":"reason","type":["null","string"]}]}"#
         );
         assert_eq!(hex_le(crate::fingerprint64(pcf.as_bytes())), "20c984ecaa66c7d0");
+        // v2 (the current schema), with its nested record: fastavro prints `6d28e2682af74042`.
+        let pcf = parsing_canonical_form(include_str!("../avro/PaymentEvent.avsc")).unwrap();
+        assert!(pcf.ends_with(
+            r#"{"name":"allocation","type":["null",{"name":"io.paystream.payments.v1.Allocation","type":"record","fields":[{"name":"late_fee","type":"bytes"},{"name":"interest","type":"bytes"},{"name":"principal","type":"bytes"},{"name":"credit","type":"bytes"}]}]},{"name":"business_date","type":["null","string"]}]}"#
+        ));
+        assert_eq!(hex_le(crate::fingerprint64(pcf.as_bytes())), "6d28e2682af74042");
     }
 }

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
+mod audit;
 mod crosslang;
 mod deadletters;
 mod edge;
@@ -19,4 +20,5 @@ mod pipeline;
 mod processor;
 mod prometheus;
 mod relay;
+mod roles;
 mod tls;

@@ -51,7 +51,7 @@ async fn signed_webhook_becomes_balanced_payment_and_avro_event() {
     assert_eq!(field(&fields, "event_id"), &Value::String(e.headers["event_id"].clone()));
     let schema_fp: String = e.payload[2..10].iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(e.headers["schema_fingerprint"], schema_fp);
-    assert_eq!(schema_fp, "20c984ecaa66c7d0", "PaymentEvent.avsc fingerprint as fastavro prints it");
+    assert_eq!(schema_fp, "6d28e2682af74042", "PaymentEvent.avsc (v2) fingerprint as fastavro prints it");
     let decoded = paystream_schemas::decode::<paystream_schemas::PaymentEvent>(&e.payload).unwrap();
     assert_eq!(decoded.amount, "40.00".parse::<Decimal>().unwrap());
 

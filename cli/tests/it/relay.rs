@@ -253,6 +253,13 @@ async fn waiting_rows_survive_the_framing_migration() {
     assert_eq!(framed, written, "the relay's reader");
     assert_eq!(sql, written, "paystream.outbox_events");
 
+    // The later migrations, and the roles' grants the runner applies after them: the relay
+    // logs in as paystream_relay.
+    for m in MIGRATIONS.iter().filter(|m| m.version > 6) {
+        db.batch_execute(m.sql).await.unwrap();
+    }
+    db.batch_execute("CALL paystream.apply_role_privileges()").await.unwrap();
+
     paystream_common::kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await.unwrap();
     let (shutdown, task) = relay_in_process(&config).await;
     let reader = crate::harness::Pipeline::reader(config.clone());

@@ -1,0 +1,184 @@
+//! The audit trail (migration V0014) and its seals: payments through the whole pipeline leave
+//! audit rows for their payments, installments and contracts, written in the processor's
+//! name, holding no customer's personal data; `paystream audit seal` chains days and
+//! `paystream audit verify` names the first day whose rows were altered.
+
+use std::time::Duration;
+
+use crate::harness::{cli, Pipeline};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn count(p: &Pipeline, sql: &str) -> i64 {
+    p.db.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// Pays one installment in full and another in part: the audit log holds an INSERT for each
+/// payment, an UPDATE for each installment with amount_paid's old and new values, all by
+/// `paystream_processor` in a transaction id of their own; a change to a customer's email and
+/// phone is recorded as redacted. No audit row holds any customer's name, CPF, email or phone,
+/// old or new, and service roles cannot write the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn payments_are_audited_without_personal_data() {
+    let p = Pipeline::start().await;
+    let installments = p.installments().await;
+    let (full, due) = installments[0];
+    let (part, _) = installments[1];
+    for (webhook, payment, installment, amount) in
+        [("msg_a1", "pay_a1", full, due.to_string()), ("msg_a2", "pay_a2", part, "10.00".to_owned())]
+    {
+        let (headers, body) = p.payment(webhook, payment, installment, &amount);
+        assert_eq!(p.post("demo-standard", &headers, &body).await.0, 202);
+    }
+    assert_eq!(p.wait_count("SELECT count(*) FROM paystream.payment", 2, WAIT).await, 2);
+
+    let payments = count(
+        &p,
+        "SELECT count(*) FROM paystream.audit_log a, jsonb_array_elements(a.changes) e
+         WHERE a.table_name = 'payment' AND a.action = 'INSERT' AND a.role = 'paystream_processor'
+           AND e -> 'key' ? 'provider_payment_id' AND e -> 'new' ? 'amount' AND NOT e ? 'old'",
+    )
+    .await;
+    assert_eq!(payments, 2, "one INSERT per payment, by the processor");
+    let paid: Vec<(String, String, String)> =
+        p.db.query(
+            "SELECT e #>> '{key,id}', e #>> '{old,amount_paid}', e #>> '{new,amount_paid}'
+             FROM paystream.audit_log a, jsonb_array_elements(a.changes) e
+             WHERE a.table_name = 'installment' AND a.action = 'UPDATE' AND a.role = 'paystream_processor'
+             ORDER BY 3",
+            &[],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(paid.len(), 2, "{paid:?}");
+    assert!(paid.contains(&(part.to_string(), "0.00".into(), "10.00".into())), "{paid:?}");
+    assert!(paid.contains(&(full.to_string(), "0.00".into(), due.to_string())), "{paid:?}");
+    let txids =
+        count(&p, "SELECT count(DISTINCT txid) FROM paystream.audit_log WHERE role = 'paystream_processor'").await;
+    assert!(txids >= 1);
+
+    // Personal data changes (a phone added, an email changed) are on record as changed, never
+    // with their values.
+    let before: Vec<String> =
+        p.db.query("SELECT unnest(array[name, tax_id, email]) FROM paystream.customer", &[])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+    p.db.batch_execute(
+        "UPDATE paystream.customer SET phone = '+55 11 9' || lpad((abs(hashtext(id::text)) % 100000000)::text, 8, '0'),
+                                       email = 'new.' || email",
+    )
+    .await
+    .unwrap();
+    let redacted = count(
+        &p,
+        "SELECT count(*) FROM paystream.audit_log a, jsonb_array_elements(a.changes) e
+         WHERE a.table_name = 'customer' AND a.action = 'UPDATE'
+           AND e -> 'redacted' = '[\"email\", \"phone\"]' AND e -> 'new' = '{}' AND e -> 'old' = '{}'",
+    )
+    .await;
+    assert_eq!(redacted, count(&p, "SELECT count(*) FROM paystream.customer").await, "one redacted row per customer");
+
+    let mut personal: Vec<String> =
+        p.db.query("SELECT unnest(array[name, tax_id, email, phone]) FROM paystream.customer", &[])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+    personal.extend(before);
+    assert!(personal.len() >= 16);
+    let rows: Vec<String> =
+        p.db.query("SELECT a::text FROM paystream.audit_log a", &[])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+    let changed = count(&p, "SELECT sum(rows)::bigint FROM paystream.audit_log").await;
+    assert!(changed >= 12, "the seed's customers, the payments, installments and customer changes: {changed}");
+    for value in &personal {
+        assert!(!rows.iter().any(|row| row.contains(value.as_str())), "personal data {value:?} in the audit log");
+    }
+
+    // Nobody but the trigger writes the log.
+    for role in ["paystream_processor", "paystream_relay", "paystream_jobs"] {
+        let mut pg = p.config.postgres.clone();
+        pg.login_user = Some(role.into());
+        let c = paystream_common::postgres::connect(&pg, "paystream-test", None).await.unwrap();
+        for sql in [
+            "DELETE FROM paystream.audit_log",
+            "UPDATE paystream.audit_log SET role = 'x'",
+            "INSERT INTO paystream.audit_log (table_name, action, rows, changes, role, txid, at)
+                     VALUES ('payment', 'INSERT', 1, '[]', 'x', pg_current_xact_id(), now())",
+        ] {
+            let error = c.batch_execute(sql).await.expect_err(sql);
+            assert_eq!(error.code(), Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE), "{role}: {sql}");
+        }
+    }
+    p.stop().await;
+}
+
+/// Seals yesterday (nothing in it) and today (the seed's journals, the payments' audit rows
+/// and journals), in order: verify holds; sealing today again or a day before it is refused.
+/// Then one audit row of today is altered as the superuser: verify fails and names today.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verify_names_the_day_whose_audit_rows_were_altered() {
+    let p = Pipeline::start().await;
+    let (installment, _) = p.installments().await[0];
+    let (headers, body) = p.payment("msg_s1", "pay_s1", installment, "5.00");
+    assert_eq!(p.post("demo-standard", &headers, &body).await.0, 202);
+    assert_eq!(p.wait_count("SELECT count(*) FROM paystream.payment", 1, WAIT).await, 1);
+
+    let (today, yesterday): (String, String) = {
+        let row =
+            p.db.query_one(
+                "SELECT (now() AT TIME ZONE 'UTC')::date::text, ((now() AT TIME ZONE 'UTC')::date - 1)::text",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    for day in [&yesterday, &today] {
+        let (ok, out, err) = cli(&p.config, &["audit", "seal", "--date", day]);
+        assert!(ok, "seal {day}: {out}{err}");
+        assert!(out.contains(&format!("sealed {day}")), "{out}");
+    }
+    let rows: i64 =
+        p.db.query_one("SELECT rows FROM paystream.audit_seal WHERE day = $1::text::date", &[&today])
+            .await
+            .unwrap()
+            .get(0);
+    assert!(rows > 3, "today's seal covers the seed's journals and the payment's rows: {rows}");
+    let linked = count(
+        &p,
+        "SELECT count(*) FROM paystream.audit_seal t JOIN paystream.audit_seal y ON t.prev_hash = y.hash AND y.day = t.day - 1",
+    )
+    .await;
+    assert_eq!(linked, 1, "today's seal chains to yesterday's");
+
+    let (ok, out, err) = cli(&p.config, &["audit", "verify"]);
+    assert!(ok, "an untouched chain verifies: {out}{err}");
+    assert!(out.contains("verified 2 sealed days"), "{out}");
+    for day in [&today, &yesterday] {
+        let (ok, _, err) = cli(&p.config, &["audit", "seal", "--date", day]);
+        assert!(!ok && err.contains("sealed already"), "sealing {day} again is refused: {err}");
+    }
+
+    p.db.batch_execute(
+        "UPDATE paystream.audit_log SET changes = jsonb_set(changes, '{0,new,amount}', '500.00')
+         WHERE id = (SELECT min(id) FROM paystream.audit_log WHERE table_name = 'payment')",
+    )
+    .await
+    .unwrap();
+    let (ok, out, _) = cli(&p.config, &["audit", "verify"]);
+    assert!(!ok, "verify fails after a row was altered: {out}");
+    assert!(out.contains(&format!("first altered day: {today}")), "{out}");
+    p.stop().await;
+}
