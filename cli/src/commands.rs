@@ -72,6 +72,11 @@ pub enum Command {
     },
     /// Charge overdue installments their late fee and interest through the business date.
     Accrue(crate::lifecycle::AccrueArgs),
+    /// Monthly partitions of the audit log and the charges: maintain, status, detach.
+    Partitions {
+        #[command(subcommand)]
+        command: crate::partitions::Partitions,
+    },
     /// Replace a contract's unpaid installments by a new schedule (less a discount).
     Renegotiate(crate::lifecycle::RenegotiateArgs),
     /// The events topic, decoded: one JSON line per event.
@@ -168,6 +173,11 @@ pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result
         Command::Report => report(&config).await?,
         Command::BusinessDate { command } => crate::lifecycle::business_date(&config, command).await?,
         Command::Accrue(args) => crate::lifecycle::accrue(&config, args).await?,
+        Command::Partitions { command } => {
+            if !crate::partitions::run(&config, command).await? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Renegotiate(args) => crate::lifecycle::renegotiate(&config, args).await?,
         Command::Deadletters { command } => crate::deadletters::run(&config, command).await?,
         Command::Audit { command } => {

@@ -95,7 +95,7 @@ pub async fn renegotiate(config: &Config, args: RenegotiateArgs) -> anyhow::Resu
     Ok(())
 }
 
-fn parse_date(s: &str) -> Result<Date, String> {
+pub(crate) fn parse_date(s: &str) -> Result<Date, String> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
     Date::parse(s, &format).map_err(|e| format!("{s:?} is not a date (YYYY-MM-DD): {e}"))
 }

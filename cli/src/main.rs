@@ -6,6 +6,7 @@ mod commands;
 mod deadletters;
 mod events;
 mod lifecycle;
+mod partitions;
 mod payments;
 mod when;
 

@@ -16,6 +16,7 @@ mod lookup;
 mod money;
 mod observability;
 mod openapi;
+mod partitions;
 mod pipeline;
 mod processor;
 mod prometheus;

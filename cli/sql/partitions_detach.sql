@@ -1,0 +1,1 @@
+SELECT parent, partition FROM paystream.detach_partitions_before($1)

@@ -1,0 +1,1 @@
+SELECT parent, partition, action, moved FROM paystream.maintain_partitions($1)
