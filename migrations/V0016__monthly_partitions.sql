@@ -161,5 +161,7 @@ INSERT INTO paystream.role_privilege (grantee, privilege, object_type, object) V
     ('paystream_jobs', 'EXECUTE', 'FUNCTION', 'paystream.maintain_partitions(integer)'),
     ('paystream_jobs', 'EXECUTE', 'FUNCTION', 'paystream.detach_partitions_before(date)'),
     ('paystream_jobs', 'SELECT', 'TABLE', 'paystream.partition_default_rows'),
-    ('paystream_reader', 'SELECT', 'TABLE', 'paystream.partition_default_rows')
+    ('paystream_reader', 'SELECT', 'TABLE', 'paystream.partition_default_rows'),
+    -- The processor samples it for the alert (PaystreamPartitionDefaultRows).
+    ('paystream_processor', 'SELECT', 'TABLE', 'paystream.partition_default_rows')
 ON CONFLICT DO NOTHING;

@@ -1,5 +1,6 @@
 //! Samples the age of the outbox's oldest row for alerting (`docs/runbooks.md`,
-//! PaystreamOutboxBacklogOld). The relay reports the backlog as well, from its drain loop;
+//! PaystreamOutboxBacklogOld), and, less often, the rows sitting in the monthly partitions'
+//! DEFAULT partitions (PaystreamPartitionDefaultRows). The relay reports the backlog as well, from its drain loop;
 //! this figure does not depend on the relay, whose failure it is there to show.
 
 use std::time::Duration;
@@ -18,9 +19,21 @@ pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 /// committed yet still counts: it is not published until the batch commits.
 const OLDEST_AGE: &str = include_str!("../sql/outbox_select_oldest_age.sql");
 
+/// Rows in each DEFAULT partition (`paystream.partition_default_rows`).
+const DEFAULT_ROWS: &str = include_str!("../sql/partition_default_rows_select.sql");
+
+/// DEFAULT partitions are counted once every this many samples (a minute): a missing month
+/// is a matter of hours, and the count reads the DEFAULT partitions, empty when all is well.
+const DEFAULT_ROWS_EVERY: u32 = 12;
+
 /// Samples every [`SAMPLE_INTERVAL`] until `shutdown`, the first time at once.
 pub async fn sample(pool: Pool, shutdown: Shutdown) {
+    let mut round = 0u32;
     loop {
+        if round % DEFAULT_ROWS_EVERY == 0 {
+            sample_default_rows(&pool).await;
+        }
+        round = round.wrapping_add(1);
         let sampled = async {
             let client = pool.get().await.map_err(|e| e.to_string())?;
             let statement = client.prepare_cached(OLDEST_AGE).await.map_err(|e| e.to_string())?;
@@ -39,5 +52,25 @@ pub async fn sample(pool: Pool, shutdown: Shutdown) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(SAMPLE_INTERVAL) => {}
         }
+    }
+}
+
+async fn sample_default_rows(pool: &Pool) {
+    let sampled = async {
+        let client = pool.get().await.map_err(|e| e.to_string())?;
+        client.query(DEFAULT_ROWS, &[]).await.map_err(|e| e.to_string())
+    }
+    .await;
+    match sampled {
+        Ok(rows) => {
+            for row in rows {
+                telemetry::partition_default_rows(&row.get::<_, String>(0), row.get(1));
+            }
+        }
+        Err(error) => paystream_common::warn_limited!(
+            paystream_common::telemetry::RETRY_LOG_INTERVAL,
+            %error,
+            "cannot count the rows in DEFAULT partitions; will count again"
+        ),
     }
 }

@@ -129,6 +129,17 @@ pub fn outbox_oldest(age_seconds: f64) {
     metrics::gauge!("paystream_processor_outbox_oldest_age_seconds").set(age_seconds);
 }
 
+/// Rows sitting in a monthly partitioned table's DEFAULT partition (a month that had no
+/// partition when its rows came). `table` is one of the partitioned tables (two).
+pub fn partition_default_rows(table: &str, rows: i64) {
+    let table = match table {
+        "audit_log" => "audit_log",
+        "charge" => "charge",
+        _ => "other",
+    };
+    metrics::gauge!("paystream_processor_partition_default_rows", "table" => table).set(rows as f64);
+}
+
 /// Outcome labels of `paystream_processor_messages_total`.
 pub const OUTCOMES: &[&str] =
     &["applied", "rejected", "reversed", "held", "held_applied", "duplicate", "dead_lettered", "skipped"];
@@ -170,6 +181,11 @@ pub fn register() {
         "paystream_processor_outbox_oldest_age_seconds",
         Unit::Seconds,
         "Age of the oldest outbox row not yet published, sampled by the processor."
+    );
+    describe_gauge!(
+        "paystream_processor_partition_default_rows",
+        Unit::Count,
+        "Rows in a monthly partitioned table's DEFAULT partition, sampled by the processor."
     );
     for outcome in OUTCOMES {
         metrics::counter!("paystream_processor_messages_total", "outcome" => *outcome).increment(0);

@@ -1,0 +1,1 @@
+SELECT parent, rows FROM paystream.partition_default_rows
