@@ -248,3 +248,97 @@ async fn lgpd_request_waits_for_retention_then_erases_everywhere_and_reapplies_a
 
     p.stop().await;
 }
+
+async fn eligible(db: &tokio_postgres::Client) -> Vec<Uuid> {
+    db.query("SELECT customer_id FROM paystream.anonymisation_eligible ORDER BY customer_id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// `paystream.anonymisation_eligible` follows every contract of a customer: a renegotiated
+/// contract closes when the contract that replaced it was created; a settled status without a
+/// settled_at counts as open; a contract in a second currency waits for its own calendar's
+/// business date (none yet: not eligible); the retention ends on the fifth anniversary of the
+/// close, not a day earlier. The function refuses to carry out a request that is not due,
+/// whoever calls it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lgpd_eligibility_follows_every_contract_and_its_calendar() {
+    paystream_common::telemetry::init_tracing();
+    let config = paystream_common::testing::isolated_config().await;
+    let mut db = crate::harness::connect_db(&config).await;
+    let size =
+        paystream_processor::seed::SeedSize { customers: 2, contracts_per_customer: 1, installments_per_contract: 2 };
+    paystream_processor::seed::seed(&mut db, size, "BRL").await.unwrap();
+    let ids: Vec<Uuid> = db
+        .query("SELECT id FROM paystream.customer ORDER BY name", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let (a, b) = (ids[0], ids[1]);
+    db.execute("INSERT INTO paystream.business_date (calendar, business_date) VALUES ('BRL', '2030-06-14')", &[])
+        .await
+        .unwrap();
+
+    // a: its contract was renegotiated on 2025-06-15 into one settled on 2025-06-10 (settled
+    // before the renegotiation's time: the later close, the renegotiation, counts).
+    let old: Uuid =
+        db.query_one("SELECT id FROM paystream.contract WHERE customer_id = $1", &[&a]).await.unwrap().get(0);
+    let new = Uuid::new_v4();
+    db.execute("UPDATE paystream.contract SET status = 'renegotiated' WHERE id = $1", &[&old]).await.unwrap();
+    db.execute(
+        "INSERT INTO paystream.contract (id, customer_id, currency, principal, status, created_at, settled_at,
+                                         renegotiated_from)
+         VALUES ($1, $2, 'BRL', 100, 'settled', '2025-06-15 12:00+00', '2025-06-10 12:00+00', $3)",
+        &[&new, &a, &old],
+    )
+    .await
+    .unwrap();
+    // b: settled without a time (open), then with one, then a second contract in USD.
+    db.execute("UPDATE paystream.contract SET status = 'settled', settled_at = NULL WHERE customer_id = $1", &[&b])
+        .await
+        .unwrap();
+    assert!(eligible(&db).await.is_empty(), "a's retention runs to 2030-06-15; b is open");
+
+    db.execute("UPDATE paystream.business_date SET business_date = '2030-06-15'", &[]).await.unwrap();
+    assert_eq!(eligible(&db).await, vec![a], "a on the fifth anniversary of its renegotiation");
+
+    db.execute("UPDATE paystream.contract SET settled_at = '2020-01-02 12:00+00' WHERE customer_id = $1", &[&b])
+        .await
+        .unwrap();
+    let mut both = vec![a, b];
+    both.sort();
+    assert_eq!(eligible(&db).await, both);
+    db.execute(
+        "INSERT INTO paystream.contract (id, customer_id, currency, principal, status, settled_at)
+         VALUES ($1, $2, 'USD', 100, 'settled', '2020-01-02 12:00+00')",
+        &[&Uuid::new_v4(), &b],
+    )
+    .await
+    .unwrap();
+    assert_eq!(eligible(&db).await, vec![a], "b's USD contract has no business date");
+
+    // The function itself refuses what is not due, whoever calls it: jobs records b's request,
+    // and asking to carry it out leaves it queued.
+    let mut jobs = config.postgres.clone();
+    jobs.login_user = Some("paystream_jobs".to_owned());
+    let jobs = paystream_common::postgres::connect(&jobs, "paystream-test", None).await.unwrap();
+    jobs.execute("INSERT INTO paystream.anonymisation_request (customer_id) VALUES ($1)", &[&b]).await.unwrap();
+    let outcome: String = jobs.query_one("SELECT paystream.anonymisation_execute($1)", &[&b]).await.unwrap().get(0);
+    assert_eq!(outcome, "queued");
+    let anonymised: bool = db
+        .query_one("SELECT anonymised_at IS NOT NULL FROM paystream.customer WHERE id = $1", &[&b])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!anonymised);
+    let error = jobs
+        .execute("UPDATE paystream.anonymisation_request SET executed_at = now() WHERE customer_id = $1", &[&b])
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "jobs cannot mark a request carried out");
+}
