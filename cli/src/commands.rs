@@ -60,6 +60,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::audit::Audit,
     },
+    /// Customers' LGPD requests: anonymise after BACEN retention, re-apply after a restore.
+    Customers {
+        #[command(subcommand)]
+        command: crate::customers::Customers,
+    },
     /// Look a payment up: its allocation, journals, reversals, events and inbound position.
     Payments {
         #[command(subcommand)]
@@ -180,6 +185,7 @@ pub async fn run(command: Command, config_file: Option<&Path>) -> anyhow::Result
         }
         Command::Renegotiate(args) => crate::lifecycle::renegotiate(&config, args).await?,
         Command::Deadletters { command } => crate::deadletters::run(&config, command).await?,
+        Command::Customers { command } => crate::customers::run(&config, command).await?,
         Command::Audit { command } => {
             if !crate::audit::run(&config, command).await? {
                 return Ok(ExitCode::FAILURE);

@@ -3,6 +3,7 @@
 
 mod audit;
 mod commands;
+mod customers;
 mod deadletters;
 mod events;
 mod lifecycle;

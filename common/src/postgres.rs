@@ -278,9 +278,10 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "credit_lifecycle",
         sql: include_str!("../../migrations/V0009__credit_lifecycle.sql"),
     },
-    // 10-12 and 15 are reserved for other work; the runner applies versions in this order, gaps allowed.
+    // 10-12 are reserved for other work; the runner applies versions in this order, gaps allowed.
     Migration { version: 13, name: "roles", sql: include_str!("../../migrations/V0013__roles.sql") },
     Migration { version: 14, name: "audit", sql: include_str!("../../migrations/V0014__audit.sql") },
+    Migration { version: 15, name: "lgpd", sql: include_str!("../../migrations/V0015__lgpd.sql") },
     Migration {
         version: 16,
         name: "monthly_partitions",

@@ -260,6 +260,9 @@ pub enum EventType {
     /// A contract's unpaid installments were replaced by a new contract's schedule
     /// (`contract_id` names the new contract; the aggregate is the old one).
     ContractRenegotiated,
+    /// A customer's personal data was replaced by salted hashes (LGPD, after BACEN's
+    /// retention). The aggregate is the customer; the event carries no personal data.
+    CustomerAnonymised,
 }
 
 impl EventType {
@@ -278,11 +281,12 @@ impl EventType {
             Self::LateFeeCharged => "LateFeeCharged",
             Self::InterestAccrued => "InterestAccrued",
             Self::ContractRenegotiated => "ContractRenegotiated",
+            Self::CustomerAnonymised => "CustomerAnonymised",
         }
     }
 
     /// Every event type, for tests and documentation.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::PaymentApplied,
         Self::PaymentRejected,
         Self::PaymentReversed,
@@ -295,6 +299,7 @@ impl EventType {
         Self::LateFeeCharged,
         Self::InterestAccrued,
         Self::ContractRenegotiated,
+        Self::CustomerAnonymised,
     ];
 
     /// Parses a wire name.

@@ -10,6 +10,7 @@ mod deadletters;
 mod edge;
 mod failover;
 mod harness;
+mod lgpd;
 mod lifecycle;
 mod logs;
 mod lookup;

@@ -1,0 +1,1 @@
+SELECT paystream.anonymisation_execute($1)
