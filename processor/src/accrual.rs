@@ -313,13 +313,7 @@ async fn write_chunk(
             // The rows are locked and their versions checked above: all of them are written.
             debug_assert_eq!(updated, up_id.len() as u64);
             if !journals.is_empty() {
-                let j = &journals;
-                tx.execute(include_str!("../sql/journal_insert_batch.sql"), &[&j.ids, &j.kinds, &j.references]).await?;
-                tx.execute(
-                    include_str!("../sql/posting_insert_batch.sql"),
-                    &[&j.posting_journal, &j.posting_line, &j.posting_account, &j.posting_currency, &j.posting_amount],
-                )
-                .await?;
+                journals.insert(&*tx).await?;
                 tx.execute(
                     sql!("charge_insert_batch.sql"),
                     &[&day, &ch_inst, &ch_kind, &ch_amount, &ch_base, &ch_days, &ch_journal],

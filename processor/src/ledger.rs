@@ -151,6 +151,27 @@ impl JournalRows {
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
+
+    /// Inserts the journals, then their postings (one statement for all of a journal's
+    /// postings: the per-statement balance check sees each journal whole).
+    pub async fn insert<C: tokio_postgres::GenericClient>(&self, client: &C) -> Result<(), tokio_postgres::Error> {
+        client
+            .execute(include_str!("../sql/journal_insert_batch.sql"), &[&self.ids, &self.kinds, &self.references])
+            .await?;
+        client
+            .execute(
+                include_str!("../sql/posting_insert_batch.sql"),
+                &[
+                    &self.posting_journal,
+                    &self.posting_line,
+                    &self.posting_account,
+                    &self.posting_currency,
+                    &self.posting_amount,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -164,13 +164,7 @@ pub async fn renegotiate(
         .credit(receivable(ask.contract), outstanding);
     let mut journals = JournalRows::default();
     journals.push(journal).map_err(LifecycleError::from)?;
-    let j = &journals;
-    tx.execute(include_str!("../sql/journal_insert_batch.sql"), &[&j.ids, &j.kinds, &j.references]).await?;
-    tx.execute(
-        include_str!("../sql/posting_insert_batch.sql"),
-        &[&j.posting_journal, &j.posting_line, &j.posting_account, &j.posting_currency, &j.posting_amount],
-    )
-    .await?;
+    journals.insert(&*tx).await?;
 
     let mut outbox = OutboxRows::default();
     outbox
