@@ -9,7 +9,8 @@
 -- functions are SECURITY DEFINER, owned by paystream_owner: service roles hold no privilege on
 -- audit_log, so they can neither write it directly nor remove what it holds.
 --
--- One row per statement that changed rows: the processor's batches write a hundred payments
+-- One row per statement that changed rows, up to 1,000 changed rows a row (a bulk statement
+-- is split: one jsonb value is capped at 256 MiB, which a million-row INSERT exceeded): the processor's batches write a hundred payments
 -- in one statement, and one audit row for them costs a fraction of a hundred (measured with
 -- benchmarks/sql/rows_limit.sql: the processor's rows took about 35% longer to write with an
 -- audit row per changed row, about 20% with one per statement).
@@ -102,8 +103,8 @@ BEGIN
         INSERT INTO paystream.audit_log (table_name, action, rows, changes, role, txid, at)
         SELECT %2$L, 'INSERT', count(*), jsonb_agg(jsonb_build_object('key', %3$s, 'new', %6$s)),
                session_user, pg_current_xact_id(), now()
-        FROM new_rows n
-        HAVING count(*) > 0;
+        FROM (SELECT r.*, (row_number() OVER () - 1) / %10$s AS chunk FROM new_rows r) n
+        GROUP BY n.chunk;
     ELSIF TG_OP = 'UPDATE' THEN
         INSERT INTO paystream.audit_log (table_name, action, rows, changes, role, txid, at)
         SELECT %2$L, 'UPDATE', count(*),
@@ -111,22 +112,23 @@ BEGIN
                               THEN jsonb_build_object('key', y.k, 'old', y.o, 'new', y.n, 'redacted', to_jsonb(y.redacted))
                               ELSE jsonb_build_object('key', y.k, 'old', y.o, 'new', y.n) END),
                session_user, pg_current_xact_id(), now()
-        FROM (SELECT %3$s AS k, %7$s - u.unchanged AS o, %6$s - u.unchanged AS n, %9$s AS redacted
-              FROM new_rows n JOIN old_rows o ON %5$s
-              CROSS JOIN LATERAL (SELECT %8$s AS unchanged) u) y
-        -- A row that an UPDATE left as it was (SET x = x) is not a change.
-        WHERE y.n <> '{}'::jsonb OR cardinality(y.redacted) > 0
-        HAVING count(*) > 0;
+        FROM (SELECT x.*, (row_number() OVER () - 1) / %10$s AS chunk
+              FROM (SELECT %3$s AS k, %7$s - u.unchanged AS o, %6$s - u.unchanged AS n, %9$s AS redacted
+                    FROM new_rows n JOIN old_rows o ON %5$s
+                    CROSS JOIN LATERAL (SELECT %8$s AS unchanged) u) x
+              -- A row that an UPDATE left as it was (SET x = x) is not a change.
+              WHERE x.n <> '{}'::jsonb OR cardinality(x.redacted) > 0) y
+        GROUP BY y.chunk;
     ELSE
         INSERT INTO paystream.audit_log (table_name, action, rows, changes, role, txid, at)
         SELECT %2$L, 'DELETE', count(*), jsonb_agg(jsonb_build_object('key', %4$s, 'old', %7$s)),
                session_user, pg_current_xact_id(), now()
-        FROM old_rows o
-        HAVING count(*) > 0;
+        FROM (SELECT r.*, (row_number() OVER () - 1) / %10$s AS chunk FROM old_rows r) o
+        GROUP BY o.chunk;
     END IF;
     RETURN NULL;
 END
-$body$$f$, 'audit_' || t.name, t.name, key_n, key_o, join_on, obj_n, obj_o, unchanged, redacted);
+$body$$f$, 'audit_' || t.name, t.name, key_n, key_o, join_on, obj_n, obj_o, unchanged, redacted, 1000);
         EXECUTE format('REVOKE ALL ON FUNCTION paystream.%I() FROM PUBLIC', 'audit_' || t.name);
 
         -- One trigger per event: INSERT has no OLD TABLE, DELETE no NEW TABLE.

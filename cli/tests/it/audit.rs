@@ -182,3 +182,44 @@ async fn verify_names_the_day_whose_audit_rows_were_altered() {
     assert!(out.contains(&format!("first altered day: {today}")), "{out}");
     p.stop().await;
 }
+
+/// A bulk statement (2,500 customers in one INSERT, then one UPDATE of them all) is audited in
+/// rows of at most 1,000 changes, every changed row once: one row per statement failed once a
+/// statement's changes passed jsonb's 256 MiB cap (a million-row seed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bulk_statements_are_audited_in_bounded_rows() {
+    let p = Pipeline::start().await;
+    p.db.execute(
+        "INSERT INTO paystream.customer (id, name, tax_id)
+         SELECT md5('bulk-audit/' || g)::uuid, 'Bulk ' || g, lpad(g::text, 11, '0') FROM generate_series(1, 2500) g",
+        &[],
+    )
+    .await
+    .unwrap();
+    p.db.execute("UPDATE paystream.customer SET anonymised_at = now() WHERE name LIKE 'Bulk %'", &[]).await.unwrap();
+    for action in ["INSERT", "UPDATE"] {
+        let sizes: Vec<i32> =
+            p.db.query(
+                "SELECT rows FROM paystream.audit_log WHERE table_name = 'customer' AND action = $1 ORDER BY rows DESC",
+                &[&action],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let changes: i64 =
+            p.db.query_one(
+                "SELECT coalesce(sum(jsonb_array_length(changes)), 0) FROM paystream.audit_log
+                 WHERE table_name = 'customer' AND action = $1",
+                &[&action],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(sizes.iter().all(|n| *n <= 1000), "{action}: {sizes:?}");
+        let expected = if action == "INSERT" { 2500 + 4 } else { 2500 };
+        assert_eq!(changes, expected, "{action}: every changed row once ({sizes:?})");
+    }
+    p.stop().await;
+}
