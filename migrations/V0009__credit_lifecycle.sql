@@ -66,7 +66,10 @@ CREATE TABLE paystream.charge (
     journal_id     uuid NOT NULL,
     created_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (installment_id, business_date, kind)
-);
+) PARTITION BY RANGE (business_date);
+-- Monthly partitions (migration 16 creates the months and keeps them ahead); DEFAULT takes
+-- whatever no month holds, so a missing month never fails a charge.
+CREATE TABLE paystream.charge_default PARTITION OF paystream.charge DEFAULT;
 CREATE INDEX charge_business_date_idx ON paystream.charge (business_date);
 
 -- One accrual run per calendar and business date: what it charged, and whether it finished.

@@ -15,7 +15,7 @@
 -- benchmarks/sql/rows_limit.sql: the processor's rows took about 35% longer to write with an
 -- audit row per changed row, about 20% with one per statement).
 CREATE TABLE paystream.audit_log (
-    id bigserial PRIMARY KEY,
+    id bigserial,
     table_name text NOT NULL,
     action text NOT NULL CHECK (action IN ('INSERT', 'UPDATE', 'DELETE')),
     -- How many rows the statement changed: the length of `changes`.
@@ -31,8 +31,13 @@ CREATE TABLE paystream.audit_log (
     -- owner, so the session's user is what names who made the change.
     role name NOT NULL,
     txid xid8 NOT NULL,
-    at timestamptz NOT NULL
-);
+    at timestamptz NOT NULL,
+    -- The partition key (the month of `at`, migration 16) must be in the primary key.
+    PRIMARY KEY (id, at)
+) PARTITION BY RANGE (at);
+-- Monthly partitions come with migration 16; DEFAULT takes whatever no month holds, so a
+-- missing month never fails a change.
+CREATE TABLE paystream.audit_log_default PARTITION OF paystream.audit_log DEFAULT;
 -- Seals read one day at a time; a BRIN index costs the inserts almost nothing (rows arrive in
 -- time order).
 CREATE INDEX audit_log_at_brin ON paystream.audit_log USING brin (at);

@@ -1,7 +1,7 @@
 -- Monthly partitions that cannot fail an insert: the audit log (by `at`, UTC months) and the
--- accrual charges (by business date) are range-partitioned by month, each with a DEFAULT
--- partition as the safety net. A month nobody created in time costs nothing at midnight: its
--- rows land in DEFAULT, `paystream.partition_default_rows` shows them (and the alert on it
+-- accrual charges (by business date) are range-partitioned by month (migrations 14 and 9
+-- create them so, each with a DEFAULT partition as the safety net); this adds the months. A
+-- month nobody created in time costs nothing at midnight: its rows land in DEFAULT, `paystream.partition_default_rows` shows them (and the alert on it
 -- fires), and `paystream partitions maintain` moves them into their month, which it attaches
 -- (a month cannot be attached while DEFAULT holds rows of it), and keeps three months ahead.
 -- Old months are detached for archiving past retention (`paystream partitions detach`).
@@ -15,48 +15,6 @@
 -- rebuilt around a partition key; it is left for the ledger's next format.
 
 SET LOCAL TimeZone = 'UTC';
-
--- The audit log, partitioned by the time of the change. Its id stays unique through its
--- sequence; the primary key must hold the partition key.
-ALTER TABLE paystream.audit_log RENAME TO audit_log_unpartitioned;
-ALTER SEQUENCE paystream.audit_log_id_seq OWNED BY NONE;
-CREATE TABLE paystream.audit_log (
-    id bigint NOT NULL DEFAULT nextval('paystream.audit_log_id_seq'),
-    table_name text NOT NULL,
-    action text NOT NULL CHECK (action IN ('INSERT', 'UPDATE', 'DELETE')),
-    rows integer NOT NULL CHECK (rows > 0),
-    changes jsonb NOT NULL,
-    role name NOT NULL,
-    txid xid8 NOT NULL,
-    at timestamptz NOT NULL,
-    PRIMARY KEY (id, at)
-) PARTITION BY RANGE (at);
-ALTER TABLE paystream.audit_log ALTER COLUMN changes SET COMPRESSION lz4;
-ALTER SEQUENCE paystream.audit_log_id_seq OWNED BY paystream.audit_log.id;
-CREATE TABLE paystream.audit_log_default PARTITION OF paystream.audit_log DEFAULT;
-INSERT INTO paystream.audit_log SELECT * FROM paystream.audit_log_unpartitioned;
-DROP TABLE paystream.audit_log_unpartitioned;
-CREATE INDEX audit_log_at_brin ON paystream.audit_log USING brin (at);
-
--- The charges, partitioned by business date.
-ALTER TABLE paystream.charge RENAME TO charge_unpartitioned;
-ALTER INDEX paystream.charge_pkey RENAME TO charge_unpartitioned_pkey;
-ALTER INDEX paystream.charge_business_date_idx RENAME TO charge_unpartitioned_business_date_idx;
-CREATE TABLE paystream.charge (
-    installment_id uuid NOT NULL REFERENCES paystream.installment (id),
-    business_date  date NOT NULL,
-    kind           text NOT NULL CHECK (kind IN ('late_fee', 'interest')),
-    amount         numeric(20, 2) NOT NULL CHECK (amount > 0),
-    base           numeric(20, 2) NOT NULL,
-    days           integer NOT NULL CHECK (days >= 0),
-    journal_id     uuid NOT NULL,
-    created_at     timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (installment_id, business_date, kind)
-) PARTITION BY RANGE (business_date);
-CREATE TABLE paystream.charge_default PARTITION OF paystream.charge DEFAULT;
-INSERT INTO paystream.charge SELECT * FROM paystream.charge_unpartitioned;
-DROP TABLE paystream.charge_unpartitioned;
-CREATE INDEX charge_business_date_idx ON paystream.charge (business_date);
 
 -- The partitioned tables and their keys, for the functions below.
 CREATE TABLE paystream.partitioned_table (

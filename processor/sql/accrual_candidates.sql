@@ -2,7 +2,7 @@
 -- business date $2, read without locks: accrual computes their charges outside the
 -- transaction that writes them, which checks their version (optimistic concurrency).
 SELECT i.id, i.version, i.contract_id, i.amount_due, i.amount_paid, i.due_date, i.accrued_through,
-       i.late_fee, c.late_fee_rate, c.monthly_interest_rate
+       c.late_fee_rate, c.monthly_interest_rate
 FROM paystream.installment i
 JOIN paystream.contract c ON c.id = i.contract_id
 WHERE i.currency = $1 AND i.status = 'overdue' AND i.id > $3

@@ -116,8 +116,8 @@ fn candidate(row: &Row, defaults: &Terms) -> Candidate {
             accrued_through: row.get::<_, Option<Date>>(6),
         },
         terms: Terms {
-            late_fee_rate: row.get::<_, Option<Decimal>>(8).unwrap_or(defaults.late_fee_rate),
-            monthly_interest_rate: row.get::<_, Option<Decimal>>(9).unwrap_or(defaults.monthly_interest_rate),
+            late_fee_rate: row.get::<_, Option<Decimal>>(7).unwrap_or(defaults.late_fee_rate),
+            monthly_interest_rate: row.get::<_, Option<Decimal>>(8).unwrap_or(defaults.monthly_interest_rate),
         },
     }
 }
@@ -197,10 +197,7 @@ pub async fn run(
                 totals.conflicts += t.conflicts;
             }
             Ok(Err(e)) => failure = failure.or(Some(e)),
-            Err(join) => {
-                failure = failure.or(Some(LifecycleError::Contended(0, 0)));
-                tracing::error!(error = %join, "an accrual writer panicked");
-            }
+            Err(join) => failure = failure.or(Some(LifecycleError::Writer(join.to_string()))),
         }
     }
     if let Some(e) = failure {
@@ -262,11 +259,7 @@ async fn write_chunk(
                 if amount.is_zero() {
                     continue;
                 }
-                let mut journal = Journal::new(
-                    if kind == "late_fee" { "late_fee" } else { "interest" },
-                    format!("{}/{day_text}/{kind}", c.id),
-                    &options.calendar,
-                );
+                let mut journal = Journal::new(kind, format!("{}/{day_text}/{kind}", c.id), &options.calendar);
                 journal.debit(receivable(c.contract), amount).credit(income, amount);
                 let journal_id = journals.push(journal)?;
                 ch_inst.push(c.id);

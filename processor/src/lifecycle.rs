@@ -66,6 +66,10 @@ pub enum LifecycleError {
         /// What was asked.
         asked: Date,
     },
+    /// An accrual writer stopped without an answer (it panicked): its chunk is not charged,
+    /// and a run again charges it.
+    #[error("an accrual writer failed: {0}; run accrual again")]
+    Writer(String),
     /// Installments kept changing under accrual (a payment each time it tried).
     #[error("{0} installments changed under accrual {1} times in a row; run it again")]
     Contended(usize, usize),

@@ -114,7 +114,6 @@ async fn overdue_accrual_once_catch_up_and_payments_pay_charges_first() {
             .map(|r| (r.get(0), r.get(1)))
             .collect();
     assert_eq!(first.len(), 4);
-    let principal: Decimal = first.iter().map(|(_, due)| *due).sum();
 
     // Due Tuesday the 10th: still payable that day, overdue on the 11th; nothing due later is.
     let out = run(&p, &["business-date", "advance", "--to", "2026-02-10"]);
@@ -227,7 +226,6 @@ async fn overdue_accrual_once_catch_up_and_payments_pay_charges_first() {
     assert_eq!((split.late_fee, split.interest, split.principal), paid_a);
     let reversed = e.iter().find(|e| e.event_type == EventType::PaymentReversed).unwrap();
     assert_eq!(reversed.allocation, Some(split), "the refund takes back exactly the payment's split");
-    let _ = principal;
     p.stop().await;
 }
 
