@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message as _;
+use rdkafka::{Offset, TopicPartitionList};
 
 use paystream_common::config::Config;
 use paystream_schemas::{decode, EventType, PaymentEvent};
@@ -29,11 +30,26 @@ pub(super) struct Follower {
 impl Follower {
     pub(super) async fn start(config: &Config, planned: &[Planned]) -> Result<Self, LoadgenError> {
         let group = format!("paystream-loadgen-{}", uuid::Uuid::new_v4().simple());
-        let consumer: StreamConsumer =
+        let consumer: Arc<StreamConsumer> = Arc::new(
             paystream_common::kafka::consumer_config(&config.kafka, &group, "paystream-loadgen")
                 .set("enable.auto.commit", "false")
-                .create()?;
-        consumer.subscribe(&[&config.kafka.events_topic])?;
+                .create()?,
+        );
+        // Only what this run causes: each partition from its end as of now, assigned directly.
+        // Subscribed from the beginning, the follower first read every earlier run's events
+        // on the topic, and the first payments of a run measured that catch-up as latency
+        // (the bench's half-rate run follows its sustained run on the same topics).
+        let start = tokio::task::spawn_blocking({
+            let (consumer, topic) = (consumer.clone(), config.kafka.events_topic.clone());
+            move || topic_end(&consumer, &topic)
+        })
+        .await
+        .map_err(|e| LoadgenError::Follow(e.to_string()))?
+        .map_err(|e| LoadgenError::Follow(e.to_string()))?;
+        if start.count() == 0 {
+            return Err(LoadgenError::Follow(format!("topic {} has no partitions", config.kafka.events_topic)));
+        }
+        consumer.assign(&start)?;
         let wanted: std::collections::HashSet<String> = planned.iter().map(|p| p.payment_id.clone()).collect();
         let events: EventsSeen = Arc::default();
         let stop: Arc<AtomicBool> = Arc::default();
@@ -57,8 +73,6 @@ impl Follower {
                 }
             }
         });
-        // Give the group time to get its assignment before the first webhook goes out.
-        tokio::time::sleep(Duration::from_millis(500)).await;
         Ok(Self { events, stop })
     }
 
@@ -120,4 +134,16 @@ impl Follower {
         summary.e2e_latency = Some(Latency::from(&e2e));
         summary.outcomes_complete_s = Some(last_outcome.saturating_duration_since(started).as_secs_f64());
     }
+}
+
+/// Every partition of `topic` at its current end (the high watermark).
+fn topic_end(consumer: &StreamConsumer, topic: &str) -> Result<TopicPartitionList, rdkafka::error::KafkaError> {
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let mut start = TopicPartitionList::new();
+    for partition in metadata.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions()) {
+        let (_, high) = consumer.fetch_watermarks(topic, partition.id(), timeout)?;
+        start.add_partition_offset(topic, partition.id(), Offset::Offset(high))?;
+    }
+    Ok(start)
 }

@@ -51,6 +51,9 @@ pub enum LoadgenError {
     /// HTTP client error.
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    /// The events topic could not be followed from its end.
+    #[error("following the events topic: {0}")]
+    Follow(String),
     /// The thread that paces an open loop died.
     #[error("pacing thread: {0}")]
     Pacing(#[from] tokio::task::JoinError),
