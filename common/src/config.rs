@@ -103,11 +103,18 @@ pub struct KafkaConfig {
     pub message_timeout_ms: u64,
     /// How long a producer waits to fill a batch (`linger.ms`).
     pub linger_ms: u64,
-    /// How long the broker may hold a consumer's fetch while it has nothing new
-    /// (`fetch.wait.max.ms`). Apache Kafka answers as soon as a record arrives, so this only
-    /// bounds idle fetches there (100-500 is usual); the local Kafka-protocol broker holds
-    /// every fetch for the whole wait, so there it is a floor on every consumer's latency.
+    /// How long the broker may hold a consumer's fetch while it has less than
+    /// `fetch_min_bytes` for it (`fetch.wait.max.ms`): with the two together, a consumer
+    /// under moderate load gets one fetch answer per wait with everything that arrived in it,
+    /// not one per produced batch. Measured on the pipeline at 2,000 payments/s (three
+    /// services, Apache Kafka on the same two cores): 100 ms with `fetch.min.bytes` 1 cost
+    /// the broker 0.24-0.26 ms of CPU a payment and end to end p99 was 1.2-1.3 s; 5-20 ms
+    /// with 256 KiB, 0.14-0.17 ms and 0.27-0.47 s. At rates that fill `fetch_min_bytes`
+    /// sooner, the answer comes sooner. Also the rate of idle fetches (100/s at 10 ms).
     pub fetch_wait_max_ms: u64,
+    /// Bytes the broker gathers for a consumer's fetch before answering, unless
+    /// `fetch_wait_max_ms` passes first (`fetch.min.bytes`).
+    pub fetch_min_bytes: u32,
     /// librdkafka properties added to every client, for the cluster's security
     /// (`security.protocol`, `ssl.ca.location`, `sasl.mechanism`, `sasl.username`,
     /// `sasl.password`, ...). `_` in a name stands for `.` so that the environment can set
@@ -148,8 +155,31 @@ impl ClientProperties {
 
 impl<'de> Deserialize<'de> for ClientProperties {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = BTreeMap::<String, String>::deserialize(deserializer)?;
-        Ok(Self(raw.into_iter().map(|(k, v)| (k.replace('_', "."), v)).collect()))
+        // librdkafka takes every value as a string, but the environment and TOML give
+        // `PAYSTREAM_KAFKA__CLIENT_PROPERTIES__FETCH_MIN_BYTES=65536` as a number and `true`
+        // as a boolean: both are taken as written.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Value {
+            Text(String),
+            Integer(i64),
+            Float(f64),
+            Boolean(bool),
+        }
+        let raw = BTreeMap::<String, Value>::deserialize(deserializer)?;
+        Ok(Self(
+            raw.into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::Text(v) => v,
+                        Value::Integer(v) => v.to_string(),
+                        Value::Float(v) => v.to_string(),
+                        Value::Boolean(v) => v.to_string(),
+                    };
+                    (k.replace('_', "."), v)
+                })
+                .collect(),
+        ))
     }
 }
 
@@ -735,6 +765,10 @@ impl Config {
         check(self.ingest.unverified_rate_per_second >= 1, "ingest.unverified_rate_per_second must be at least 1");
         check(self.ingest.produce_timeout_ms >= 100, "ingest.produce_timeout_ms must be at least 100");
         check((1..=10_000).contains(&self.kafka.fetch_wait_max_ms), "kafka.fetch_wait_max_ms must be 1..=10000");
+        check(
+            (1..=16 * 1024 * 1024).contains(&self.kafka.fetch_min_bytes),
+            "kafka.fetch_min_bytes must be 1..=16777216",
+        );
         check((1..=100_000).contains(&self.ingest.max_in_flight), "ingest.max_in_flight must be 1..=100000");
         check(!self.processor.group_id.is_empty(), "processor.group_id is empty");
         check((1..=10_000).contains(&self.processor.batch_max), "processor.batch_max must be 1..=10000");
@@ -980,7 +1014,8 @@ burst = 100
     }
 
     /// Providers from the environment alone, a name with `-` included, secrets as a list or
-    /// a plain string, Kafka client properties with `_` for `.`.
+    /// a plain string, Kafka client properties with `_` for `.` (numbers and booleans as
+    /// written: they were refused as "expected a string").
     #[test]
     #[allow(clippy::result_large_err)] // figment's Jail fixes the closure's error type
     fn providers_and_client_properties_from_the_environment() {
@@ -1002,13 +1037,23 @@ burst = 100
             jail.set_env("PAYSTREAM_PROVIDERS__STRIPE__RATE_PER_SECOND", "10");
             jail.set_env("PAYSTREAM_PROVIDERS__STRIPE__BURST", "10");
             jail.set_env("PAYSTREAM_KAFKA__CLIENT_PROPERTIES__SECURITY_PROTOCOL", "SSL");
+            // Numbers and booleans, as the environment writes them, are property values too.
+            jail.set_env("PAYSTREAM_KAFKA__CLIENT_PROPERTIES__SOCKET_KEEPALIVE_ENABLE", "true");
+            jail.set_env("PAYSTREAM_KAFKA__CLIENT_PROPERTIES__STATISTICS_INTERVAL_MS", "60000");
             let config = Config::load(None).map_err(|e| e.to_string())?;
             let names: Vec<&str> = config.provider_names().map(|(name, _)| name).collect();
             assert_eq!(names, ["acme-pix", "stripe"]);
             assert_eq!(config.providers["stripe"].secrets.len(), 2);
             assert_eq!(config.providers["acme_pix"].secrets.len(), 1);
             let properties: Vec<_> = config.kafka.client_properties.iter().collect();
-            assert_eq!(properties, [("security.protocol", "SSL")]);
+            assert_eq!(
+                properties,
+                [
+                    ("security.protocol", "SSL"),
+                    ("socket.keepalive.enable", "true"),
+                    ("statistics.interval.ms", "60000")
+                ]
+            );
             Ok(())
         });
     }

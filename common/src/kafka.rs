@@ -81,6 +81,7 @@ pub fn consumer_config(kafka: &KafkaConfig, group_id: &str, client_id: &str) -> 
         // Bound what librdkafka prefetches per partition.
         .set("queued.max.messages.kbytes", "16384")
         .set("fetch.wait.max.ms", kafka.fetch_wait_max_ms.to_string())
+        .set("fetch.min.bytes", kafka.fetch_min_bytes.to_string())
         // As for producers: no 40 ms Nagle/delayed-ack stalls on small requests.
         .set("socket.nagle.disable", "true");
     config
