@@ -153,6 +153,28 @@ async fn setup() -> (Config, tokio_postgres::Client) {
 
 const APPLIED: &str = "SELECT count(*) FROM paystream.payment";
 
+/// `paystream seed` is a bulk load, not a service statement: a seed that takes longer than
+/// the services' `statement_timeout` completes (it was cancelled: 720,000 installments
+/// took 53 s against the default 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_is_not_bound_by_the_services_statement_timeout() {
+    paystream_common::telemetry::init_tracing();
+    let config = paystream_common::testing::isolated_config().await;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_paystream"))
+        .args(["seed", "--customers", "2000", "--installments", "12"])
+        .env("PAYSTREAM_CONFIG", paystream_common::testing::DEV_CONFIG)
+        .envs(config.data_env())
+        .env("PAYSTREAM_POSTGRES__STATEMENT_TIMEOUT_MS", "100")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let (ok, out, err) =
+        (output.status.success(), String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(ok, "{out}{err}");
+    let db = crate::harness::connect_db(&config).await;
+    assert_eq!(count(&db, "SELECT count(*) FROM paystream.installment").await, 24_000);
+}
+
 /// kill -9 of the processor in the middle of a load, twice, then a restart: no payment lost
 /// or doubled, poison kept, the balance exact. The load is 10,018 messages: 8,750 distinct
 /// payments, 1,250 redeliveries and 18 poison messages.
