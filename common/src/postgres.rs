@@ -292,6 +292,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "dead_letter_redrive",
         sql: include_str!("../../migrations/V0017__dead_letter_redrive.sql"),
     },
+    Migration {
+        version: 18,
+        name: "audit_rows_as_typed_arrays",
+        sql: include_str!("../../migrations/V0018__audit_rows_as_typed_arrays.sql"),
+    },
 ];
 
 /// A digest of the migrations, used to name migrated test templates.
