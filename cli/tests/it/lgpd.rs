@@ -342,3 +342,81 @@ async fn lgpd_eligibility_follows_every_contract_and_its_calendar() {
         .unwrap_err();
     assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "jobs cannot mark a request carried out");
 }
+
+/// Two signed Pix webhooks whose payer's name, CPF, email, phone, birth date and address ride
+/// along (`pagador`, `devedor`, `infoPagador`): one without a txid, which ingest cannot
+/// normalise and the processor keeps as a dead letter, one that is applied. The dead letter
+/// keeps what an operator needs (the endToEndId, the amount, the field at fault, the original
+/// body's SHA-256); no column of any table, no inbound record, no event and no dead-letter
+/// event holds any of the payer's values, nor does the reason that ingest and the processor
+/// log. (Before, the dead letter, its event and the inbound record kept the body whole.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pix_payers_personal_data_reaches_no_table_and_no_topic() {
+    use sha2::Digest as _;
+    let p = Pipeline::start().await;
+    let (installment, _) = p.installments().await[0];
+    let payer = [
+        "Joaquina Pagadora Exemplo",
+        "98765432100",
+        "joaquina.pagadora@example.com",
+        "+55 11 98888-7777",
+        "1985-03-14",
+        "Rua das Palmeiras 123",
+    ];
+    let webhook = |end_to_end: &str, txid: Option<String>| {
+        let mut entry = serde_json::json!({
+            "endToEndId": end_to_end,
+            "valor": "10.00",
+            "horario": "2026-12-04T10:00:00Z",
+            "pagador": {"nome": payer[0], "cpf": payer[1]},
+            "infoPagador": format!("{} {}", payer[2], payer[3]),
+            "devedor": {"nome": payer[0], "cpf": payer[1], "email": payer[2], "telefone": payer[3],
+                        "dataNascimento": payer[4], "endereco": payer[5]},
+        });
+        if let Some(txid) = txid {
+            entry["txid"] = txid.into();
+        }
+        serde_json::to_vec(&serde_json::json!({ "pix": [entry] })).unwrap()
+    };
+    let dead = webhook("E00000000202612041000payerdl01", None);
+    let applied = webhook("E00000000202612041000payerok01", Some(installment.simple().to_string()));
+    for body in [&dead, &applied] {
+        let (status, text) = p.post_pix(body).await;
+        assert_eq!(status, 202, "{text}");
+        for value in payer {
+            assert!(!text.contains(value), "the answer holds {value:?}: {text}");
+        }
+    }
+    assert_eq!(p.wait_count("SELECT count(*) FROM paystream.dead_letters", 1, WAIT).await, 1);
+    assert_eq!(p.wait_count("SELECT count(*) FROM paystream.payment", 1, WAIT).await, 1);
+
+    let row = p.db.query_one("SELECT reason, payload FROM paystream.dead_letters", &[]).await.unwrap();
+    let (reason, payload): (String, Vec<u8>) = (row.get(0), row.get(1));
+    let kept = String::from_utf8(payload).unwrap();
+    assert!(kept.contains("E00000000202612041000payerdl01") && kept.contains("10.00"), "{kept}");
+    assert!(kept.contains("[redacted]"), "{kept}");
+    assert!(reason.contains("pix[0].txid"), "{reason}");
+    assert!(reason.contains(&hex::encode(sha2::Sha256::digest(&dead))), "the original's hash: {reason}");
+    for value in payer {
+        assert!(!reason.contains(value), "the reason holds {value:?}: {reason}");
+    }
+
+    let found = holding(&p, &payer).await;
+    assert!(found.is_empty(), "personal data in the database: {found:?}");
+    let inbound = p.read_topic(&p.config.kafka.inbound_topic, WAIT, |r| r.len() >= 2).await;
+    let dead_letters = p.read_topic(&p.config.kafka.deadletter_topic, WAIT, |r| !r.is_empty()).await;
+    let events = p.read_topic(&p.config.kafka.events_topic, WAIT, |r| !r.is_empty()).await;
+    assert!(inbound.len() >= 2 && !dead_letters.is_empty() && !events.is_empty());
+    for (topic, records) in [("inbound", &inbound), ("dead-letter", &dead_letters), ("events", &events)] {
+        for record in records.iter() {
+            for value in payer {
+                let bytes = value.as_bytes();
+                assert!(
+                    !record.payload.windows(bytes.len()).any(|w| w == bytes),
+                    "a record of the {topic} topic holds {value:?}"
+                );
+            }
+        }
+    }
+    p.stop().await;
+}
