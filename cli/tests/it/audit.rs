@@ -24,9 +24,9 @@ async fn seal_record(p: &Pipeline, id: i64) -> String {
 
 /// Pays one installment in full and another in part: the audit log holds an INSERT for each
 /// payment, an UPDATE for each installment with amount_paid's old and new values, all by
-/// `paystream_processor` in a transaction id of their own; a change to a customer's email and
-/// phone is recorded as redacted. No audit row holds any customer's name, CPF, email or phone,
-/// old or new, and service roles cannot write the log.
+/// `paystream_processor` in a transaction id of their own; a change to a customer's email,
+/// phone and birth date is recorded as redacted. No audit row holds any customer's name, CPF,
+/// email, phone or birth date, old or new, and service roles cannot write the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn payments_are_audited_without_personal_data() {
     let p = Pipeline::start().await;
@@ -71,8 +71,13 @@ async fn payments_are_audited_without_personal_data() {
 
     // Personal data changes (a phone added, an email changed) are on record as changed, never
     // with their values.
+    p.db.batch_execute(
+        "UPDATE paystream.customer SET birth_date = date '1961-01-01' + (abs(hashtext(id::text)) % 9000)",
+    )
+    .await
+    .unwrap();
     let before: Vec<String> =
-        p.db.query("SELECT unnest(array[name, tax_id, email]) FROM paystream.customer", &[])
+        p.db.query("SELECT unnest(array[name, tax_id, email, birth_date::text]) FROM paystream.customer", &[])
             .await
             .unwrap()
             .into_iter()
@@ -80,7 +85,7 @@ async fn payments_are_audited_without_personal_data() {
             .collect();
     p.db.batch_execute(
         "UPDATE paystream.customer SET phone = '+55 11 9' || lpad((abs(hashtext(id::text)) % 100000000)::text, 8, '0'),
-                                       email = 'new.' || email",
+                                       email = 'new.' || email, birth_date = birth_date + 1",
     )
     .await
     .unwrap();
@@ -88,20 +93,20 @@ async fn payments_are_audited_without_personal_data() {
         &p,
         "SELECT count(*) FROM paystream.audit_trail a, jsonb_array_elements(a.changes) e
          WHERE a.table_name = 'customer' AND a.action = 'UPDATE'
-           AND e -> 'redacted' = '[\"email\", \"phone\"]' AND e -> 'new' = '{}' AND e -> 'old' = '{}'",
+           AND e -> 'redacted' = '[\"email\", \"phone\", \"birth_date\"]' AND e -> 'new' = '{}' AND e -> 'old' = '{}'",
     )
     .await;
     assert_eq!(redacted, count(&p, "SELECT count(*) FROM paystream.customer").await, "one redacted row per customer");
 
     let mut personal: Vec<String> =
-        p.db.query("SELECT unnest(array[name, tax_id, email, phone]) FROM paystream.customer", &[])
+        p.db.query("SELECT unnest(array[name, tax_id, email, phone, birth_date::text]) FROM paystream.customer", &[])
             .await
             .unwrap()
             .into_iter()
             .map(|r| r.get(0))
             .collect();
     personal.extend(before);
-    assert!(personal.len() >= 16);
+    assert!(personal.len() >= 24);
     // Both as stored (the typed arrays) and as rendered.
     let rows: Vec<String> = p
         .db
