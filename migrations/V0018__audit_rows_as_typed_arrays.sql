@@ -46,7 +46,9 @@ INSERT INTO paystream.audited_table VALUES
 
 -- One row type per table: its keys, its whitelisted columns (their types as in the table),
 -- and `redacted`, the columns outside the whitelist that an UPDATE changed (set on the new
--- side only, NULL when there are none).
+-- side only, NULL when there are none). A row type is never altered once rows use it: the
+-- seals hash the stored arrays' text, which an added attribute would change for every sealed
+-- row. A whitelist that grows gets a new type and new columns in a later migration.
 DO $types$
 DECLARE
     t record;
