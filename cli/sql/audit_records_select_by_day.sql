@@ -2,11 +2,12 @@
 -- each journal (by id) followed by its postings (by line). The day runs from 00:00 to 24:00
 -- UTC ($1, 'YYYY-MM-DD'), whatever the session's time zone. Times are microseconds since the
 -- epoch and jsonb is in its canonical text form, so the text does not depend on the session.
+-- An audit row's record is paystream.audit_seal_record's (migration 18): for rows written
+-- before that migration, the very record this query built from them before.
 SELECT x.record
 FROM (
     SELECT 0 AS part, a.id AS audit_id, NULL::uuid AS journal_id, 0 AS line,
-           concat_ws('|', 'audit', a.id, a.table_name, a.action, a.rows, a.changes::text, a.role,
-                     a.txid::text, (extract(epoch FROM a.at) * 1000000)::bigint) AS record
+           paystream.audit_seal_record(a) AS record
     FROM paystream.audit_log a
     WHERE a.at >= ($1::text::date)::timestamp AT TIME ZONE 'UTC'
       AND a.at < ($1::text::date + 1)::timestamp AT TIME ZONE 'UTC'

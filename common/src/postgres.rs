@@ -292,6 +292,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "dead_letter_redrive",
         sql: include_str!("../../migrations/V0017__dead_letter_redrive.sql"),
     },
+    Migration {
+        version: 18,
+        name: "audit_rows_as_typed_arrays",
+        sql: include_str!("../../migrations/V0018__audit_rows_as_typed_arrays.sql"),
+    },
+    Migration {
+        version: 19,
+        name: "customer_birth_date",
+        sql: include_str!("../../migrations/V0019__customer_birth_date.sql"),
+    },
 ];
 
 /// A digest of the migrations, used to name migrated test templates.

@@ -14,6 +14,7 @@
 pub mod admission;
 pub mod error;
 pub mod payload;
+pub mod redaction;
 pub mod server;
 pub mod signature;
 mod telemetry;
@@ -333,13 +334,15 @@ async fn accept(
                 })?;
             (records, Accepted::Produced(n))
         }
-        // Genuine (signed) but not a command: kept whole, never lost.
+        // Genuine (signed) but not a command: kept, never lost, without the personal data a
+        // payer's fields carry (LGPD keeps it in `customer` only; see `redaction`).
         Err(problem) => {
+            let body = redaction::redact(&body);
             let kept = UnprocessableWebhook {
                 provider: p.namespace.clone(),
                 webhook_id: verified.webhook_id.clone(),
-                reason: problem.to_string(),
-                body: body.to_vec(),
+                reason: format!("{problem}{}", body.note()),
+                body: body.body,
                 received_at_ms,
             };
             let bytes = paystream_schemas::encode(&kept).map_err(|error| {

@@ -76,8 +76,23 @@ pub fn normalise(format: PayloadFormat, body: &[u8], envelope: Envelope<'_>) -> 
 fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, PayloadError> {
     serde_json::from_slice(body).map_err(|e| {
         // serde_json names the path poorly; its message says what and where (line, column).
-        bad("body", format!("not valid JSON of the expected shape: {e}"))
+        bad("body", format!("not valid JSON of the expected shape: {}", without_values(&e.to_string())))
     })
+}
+
+/// serde_json's message without the offending value (`invalid type: string "Maria", expected
+/// a decimal string` names a value of the body, which may be personal and would reach the
+/// dead letter, its event and the logs): the value's kind and what was expected stay.
+fn without_values(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let (found, expected) = rest.split_once(", expected").unwrap_or((rest, ""));
+            let kind = found.split(['"', '`']).next().unwrap_or("").trim_end();
+            let sep = if expected.is_empty() { "" } else { ", expected" };
+            return format!("{prefix}{kind}{sep}{expected}");
+        }
+    }
+    message.to_owned()
 }
 
 fn check_id(field: &str, id: &str) -> Result<(), PayloadError> {
@@ -395,6 +410,19 @@ mod tests {
             Normalised::Commands(c) => c,
             Normalised::Ignored(t) => panic!("ignored {t}"),
         }
+    }
+
+    /// A value of the body never reaches the reason: serde_json's message keeps the kind of
+    /// what it found and what it expected, not the value.
+    #[test]
+    fn parse_errors_name_no_value_of_the_body() {
+        let body = br#"{"pix":[{"endToEndId":"E1","txid":"0b6f3c0e8f434f4e9a577d2f1b2d3c4e","valor":12345678909,"horario":"2026-01-02T03:04:05Z"}]}"#;
+        let error = pix(body, ENV).unwrap_err();
+        assert!(!error.problem.contains("12345678909"), "{error}");
+        assert!(error.problem.contains("invalid type: integer, expected a string"), "{error}");
+        let body = br#"{"pix":[{"endToEndId":"E1","txid":"0b6f3c0e8f434f4e9a577d2f1b2d3c4e","valor":"1.00","horario":"2026-01-02T03:04:05Z","devolucoes":"Maria"}]}"#;
+        let error = pix(body, ENV).unwrap_err();
+        assert!(!error.problem.contains("Maria"), "{error}");
     }
 
     /// The paystream format normalises every field, amounts at scale 2.

@@ -579,9 +579,10 @@ impl Record for DeadLetter {
     }
 }
 
-/// A signed webhook ingest could not normalise, kept whole (topic
+/// A signed webhook ingest could not normalise, kept (topic
 /// `paystream.payments.inbound.v1`, beside the commands): the processor records it as a dead
-/// letter with its body, so that what a provider was told is durable is never lost.
+/// letter with its body (less personal data), so that what a provider was told is durable is
+/// never lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnprocessableWebhook {
     /// The provider's namespace.
@@ -590,7 +591,8 @@ pub struct UnprocessableWebhook {
     pub webhook_id: Option<String>,
     /// What could not be normalised.
     pub reason: String,
-    /// The body as received.
+    /// The body as received, less personal data (ingest's `redaction`: a payer's fields
+    /// hold `"[redacted]"`, the reason gives the original's SHA-256).
     pub body: Vec<u8>,
     /// When ingest accepted it (ms since the epoch).
     pub received_at_ms: i64,

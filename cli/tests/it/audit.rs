@@ -1,7 +1,9 @@
 //! The audit trail (migration V0014) and its seals: payments through the whole pipeline leave
 //! audit rows for their payments, installments and contracts, written in the processor's
 //! name, holding no customer's personal data; `paystream audit seal` chains days and
-//! `paystream audit verify` names the first day whose rows were altered.
+//! `paystream audit verify` names the first day whose rows were altered. The changes are read
+//! through `paystream.audit_trail` (migration 18 stores them as typed arrays and renders them
+//! in migration 14's jsonb form).
 
 use std::time::Duration;
 
@@ -13,11 +15,18 @@ async fn count(p: &Pipeline, sql: &str) -> i64 {
     p.db.query_one(sql, &[]).await.unwrap().get(0)
 }
 
+async fn seal_record(p: &Pipeline, id: i64) -> String {
+    p.db.query_one("SELECT paystream.audit_seal_record(a) FROM paystream.audit_log a WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// Pays one installment in full and another in part: the audit log holds an INSERT for each
 /// payment, an UPDATE for each installment with amount_paid's old and new values, all by
-/// `paystream_processor` in a transaction id of their own; a change to a customer's email and
-/// phone is recorded as redacted. No audit row holds any customer's name, CPF, email or phone,
-/// old or new, and service roles cannot write the log.
+/// `paystream_processor` in a transaction id of their own; a change to a customer's email,
+/// phone and birth date is recorded as redacted. No audit row holds any customer's name, CPF,
+/// email, phone or birth date, old or new, and service roles cannot write the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn payments_are_audited_without_personal_data() {
     let p = Pipeline::start().await;
@@ -34,7 +43,7 @@ async fn payments_are_audited_without_personal_data() {
 
     let payments = count(
         &p,
-        "SELECT count(*) FROM paystream.audit_log a, jsonb_array_elements(a.changes) e
+        "SELECT count(*) FROM paystream.audit_trail a, jsonb_array_elements(a.changes) e
          WHERE a.table_name = 'payment' AND a.action = 'INSERT' AND a.role = 'paystream_processor'
            AND e -> 'key' ? 'provider_payment_id' AND e -> 'new' ? 'amount' AND NOT e ? 'old'",
     )
@@ -43,7 +52,7 @@ async fn payments_are_audited_without_personal_data() {
     let paid: Vec<(String, String, String)> =
         p.db.query(
             "SELECT e #>> '{key,id}', e #>> '{old,amount_paid}', e #>> '{new,amount_paid}'
-             FROM paystream.audit_log a, jsonb_array_elements(a.changes) e
+             FROM paystream.audit_trail a, jsonb_array_elements(a.changes) e
              WHERE a.table_name = 'installment' AND a.action = 'UPDATE' AND a.role = 'paystream_processor'
              ORDER BY 3",
             &[],
@@ -62,8 +71,13 @@ async fn payments_are_audited_without_personal_data() {
 
     // Personal data changes (a phone added, an email changed) are on record as changed, never
     // with their values.
+    p.db.batch_execute(
+        "UPDATE paystream.customer SET birth_date = date '1961-01-01' + (abs(hashtext(id::text)) % 9000)",
+    )
+    .await
+    .unwrap();
     let before: Vec<String> =
-        p.db.query("SELECT unnest(array[name, tax_id, email]) FROM paystream.customer", &[])
+        p.db.query("SELECT unnest(array[name, tax_id, email, birth_date::text]) FROM paystream.customer", &[])
             .await
             .unwrap()
             .into_iter()
@@ -71,35 +85,37 @@ async fn payments_are_audited_without_personal_data() {
             .collect();
     p.db.batch_execute(
         "UPDATE paystream.customer SET phone = '+55 11 9' || lpad((abs(hashtext(id::text)) % 100000000)::text, 8, '0'),
-                                       email = 'new.' || email",
+                                       email = 'new.' || email, birth_date = birth_date + 1",
     )
     .await
     .unwrap();
     let redacted = count(
         &p,
-        "SELECT count(*) FROM paystream.audit_log a, jsonb_array_elements(a.changes) e
+        "SELECT count(*) FROM paystream.audit_trail a, jsonb_array_elements(a.changes) e
          WHERE a.table_name = 'customer' AND a.action = 'UPDATE'
-           AND e -> 'redacted' = '[\"email\", \"phone\"]' AND e -> 'new' = '{}' AND e -> 'old' = '{}'",
+           AND e -> 'redacted' = '[\"email\", \"phone\", \"birth_date\"]' AND e -> 'new' = '{}' AND e -> 'old' = '{}'",
     )
     .await;
     assert_eq!(redacted, count(&p, "SELECT count(*) FROM paystream.customer").await, "one redacted row per customer");
 
     let mut personal: Vec<String> =
-        p.db.query("SELECT unnest(array[name, tax_id, email, phone]) FROM paystream.customer", &[])
+        p.db.query("SELECT unnest(array[name, tax_id, email, phone, birth_date::text]) FROM paystream.customer", &[])
             .await
             .unwrap()
             .into_iter()
             .map(|r| r.get(0))
             .collect();
     personal.extend(before);
-    assert!(personal.len() >= 16);
-    let rows: Vec<String> =
-        p.db.query("SELECT a::text FROM paystream.audit_log a", &[])
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.get(0))
-            .collect();
+    assert!(personal.len() >= 24);
+    // Both as stored (the typed arrays) and as rendered.
+    let rows: Vec<String> = p
+        .db
+        .query("SELECT a::text FROM paystream.audit_log a UNION ALL SELECT t::text FROM paystream.audit_trail t", &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
     let changed = count(&p, "SELECT sum(rows)::bigint FROM paystream.audit_log").await;
     assert!(changed >= 12, "the seed's customers, the payments, installments and customer changes: {changed}");
     for value in &personal {
@@ -172,7 +188,7 @@ async fn verify_names_the_day_whose_audit_rows_were_altered() {
     }
 
     p.db.batch_execute(
-        "UPDATE paystream.audit_log SET changes = jsonb_set(changes, '{0,new,amount}', '500.00')
+        "UPDATE paystream.audit_log SET payment_new[1].amount = 500.00
          WHERE id = (SELECT min(id) FROM paystream.audit_log WHERE table_name = 'payment')",
     )
     .await
@@ -210,7 +226,7 @@ async fn bulk_statements_are_audited_in_bounded_rows() {
             .collect();
         let changes: i64 =
             p.db.query_one(
-                "SELECT coalesce(sum(jsonb_array_length(changes)), 0) FROM paystream.audit_log
+                "SELECT coalesce(sum(jsonb_array_length(changes)), 0) FROM paystream.audit_trail
                  WHERE table_name = 'customer' AND action = $1",
                 &[&action],
             )
@@ -221,5 +237,54 @@ async fn bulk_statements_are_audited_in_bounded_rows() {
         let expected = if action == "INSERT" { 2500 + 4 } else { 2500 };
         assert_eq!(changes, expected, "{action}: every changed row once ({sizes:?})");
     }
+    p.stop().await;
+}
+
+/// A row in migration 14's form (its changes as jsonb, as every row written before migration
+/// 18) gives the seal the very record migration 14's query built, so days sealed before the
+/// change still verify; a row in the typed form gives a record that changes with any of its
+/// stored columns, even one its table does not use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn seal_records_keep_old_rows_and_cover_every_stored_column() {
+    let p = Pipeline::start().await;
+    let old: i64 =
+        p.db.query_one(
+            "INSERT INTO paystream.audit_log (table_name, action, rows, changes, role, txid, at)
+             VALUES ('payment', 'INSERT', 1, '[{\"key\": {\"provider\": \"p\", \"provider_payment_id\": \"x\"},
+                                               \"new\": {\"amount\": 1.50}}]', 'paystream_processor',
+                     pg_current_xact_id(), now())
+             RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let same: bool =
+        p.db.query_one(
+            "SELECT paystream.audit_seal_record(a)
+                    = concat_ws('|', 'audit', a.id, a.table_name, a.action, a.rows, a.changes::text, a.role,
+                                a.txid::text, (extract(epoch FROM a.at) * 1000000)::bigint)
+             FROM paystream.audit_log a WHERE a.id = $1",
+            &[&old],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(same, "an old-form row's record is migration 14's");
+
+    let id: i64 =
+        p.db.query_one("SELECT max(id) FROM paystream.audit_log WHERE table_name = 'customer'", &[])
+            .await
+            .unwrap()
+            .get(0);
+    let before = seal_record(&p, id).await;
+    assert!(before.contains("customer_new"), "{before}");
+    p.db.execute(
+        "UPDATE paystream.audit_log SET installment_old = '{}'::paystream.audit_installment_row[] WHERE id = $1",
+        &[&id],
+    )
+    .await
+    .unwrap();
+    assert_ne!(seal_record(&p, id).await, before, "a column the row's table does not use is covered too");
     p.stop().await;
 }

@@ -20,16 +20,20 @@ fn run(p: &Pipeline, args: &[&str]) -> String {
     out
 }
 
-/// The personal columns of a customer, read as the superuser, and whether it is anonymised.
-async fn personal(p: &Pipeline, id: Uuid) -> (String, String, Option<String>, Option<String>, bool) {
+/// The personal columns of a customer (the birth date as text), read as the superuser, and
+/// whether it is anonymised.
+type Personal = (String, String, Option<String>, Option<String>, Option<String>, bool);
+
+async fn personal(p: &Pipeline, id: Uuid) -> Personal {
     let row =
         p.db.query_one(
-            "SELECT name, tax_id, email, phone, anonymised_at IS NOT NULL FROM paystream.customer WHERE id = $1",
+            "SELECT name, tax_id, email, phone, birth_date::text, anonymised_at IS NOT NULL
+             FROM paystream.customer WHERE id = $1",
             &[&id],
         )
         .await
         .unwrap();
-    (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4))
+    (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5))
 }
 
 /// The books as a fingerprint: the trial balance's rows, and every journal and posting.
@@ -85,9 +89,10 @@ async fn holding(p: &Pipeline, values: &[&str]) -> Vec<String> {
 /// A request before the retention has passed is recorded and queued, not carried out: the
 /// personal columns are unchanged and the request has no executed_at; the jobs role that
 /// records it cannot read the salt. Once the business date reaches five years after the
-/// close, the queued request is carried out: the name, CPF, email and phone are in no column
-/// of any table nor in any event, the trial balance, journals and postings are exactly as
-/// before, and `CustomerAnonymised` is on the events topic. A restore of the original row,
+/// close, the queued request is carried out: the name, CPF, email, phone and birth date are
+/// in no column of any table nor in any event (the birth date is NULL), the trial balance,
+/// journals and postings are exactly as before, and `CustomerAnonymised` is on the events
+/// topic. A restore of the original row,
 /// re-applied with the request log, ends with the very same values, and re-applying again
 /// changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -95,13 +100,21 @@ async fn lgpd_request_waits_for_retention_then_erases_everywhere_and_reapplies_a
     let p = Pipeline::start().await;
     let customer: Uuid =
         p.db.query_one("SELECT id FROM paystream.customer WHERE name = 'Customer 3'", &[]).await.unwrap().get(0);
-    p.db.execute("UPDATE paystream.customer SET phone = '+55 11 98765-4321' WHERE id = $1", &[&customer])
-        .await
-        .unwrap();
+    p.db.execute(
+        "UPDATE paystream.customer SET phone = '+55 11 98765-4321', birth_date = '1987-06-05' WHERE id = $1",
+        &[&customer],
+    )
+    .await
+    .unwrap();
     let original = personal(&p, customer).await;
-    let (name, tax_id, email, phone) =
-        (original.0.clone(), original.1.clone(), original.2.clone().unwrap(), original.3.clone().unwrap());
-    let values = [name.as_str(), tax_id.as_str(), email.as_str(), phone.as_str()];
+    let (name, tax_id, email, phone, birth_date) = (
+        original.0.clone(),
+        original.1.clone(),
+        original.2.clone().unwrap(),
+        original.3.clone().unwrap(),
+        original.4.clone().unwrap(),
+    );
+    let values = [name.as_str(), tax_id.as_str(), email.as_str(), phone.as_str(), birth_date.as_str()];
 
     // The customer's only contract closed on 2020-03-02 (its installments paid); the
     // retention runs until 2025-03-02.
@@ -137,9 +150,9 @@ async fn lgpd_request_waits_for_retention_then_erases_everywhere_and_reapplies_a
     assert_eq!(personal(&p, customer).await, original);
 
     // The scan finds what is there: before the request is carried out, exactly the
-    // customer's four personal columns hold the values.
+    // customer's five personal columns hold the values.
     let found = holding(&p, &values).await;
-    assert_eq!(found.len(), 4, "{found:?}");
+    assert_eq!(found.len(), 5, "{found:?}");
     assert!(found.iter().all(|f| f.starts_with("customer.")), "{found:?}");
 
     let mut jobs = p.config.postgres.clone();
@@ -147,8 +160,10 @@ async fn lgpd_request_waits_for_retention_then_erases_everywhere_and_reapplies_a
     let jobs = paystream_common::postgres::connect(&jobs, "paystream-test", None).await.unwrap();
     let error = jobs.query("SELECT salt FROM paystream.anonymisation_request", &[]).await.unwrap_err();
     assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{error}");
-    let error = jobs.query("SELECT name FROM paystream.customer", &[]).await.unwrap_err();
-    assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{error}");
+    for column in ["name", "birth_date"] {
+        let error = jobs.query(&format!("SELECT {column} FROM paystream.customer"), &[]).await.unwrap_err();
+        assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "{error}");
+    }
 
     // (b) The business date passes the retention: the queued request is carried out.
     run(&p, &["business-date", "advance", "--to", "2025-03-10"]);
@@ -166,7 +181,8 @@ async fn lgpd_request_waits_for_retention_then_erases_everywhere_and_reapplies_a
     assert_eq!(books(&p).await, before, "trial balance, journals and postings unchanged");
 
     let anonymised = personal(&p, customer).await;
-    assert!(anonymised.4, "anonymised_at set");
+    assert!(anonymised.5, "anonymised_at set");
+    assert_eq!(anonymised.4, None, "the birth date is erased");
     let expected: String =
         p.db.query_one(
             "SELECT encode(public.digest(salt || convert_to($2, 'UTF8'), 'sha256'), 'hex')
@@ -217,9 +233,10 @@ async fn lgpd_request_waits_for_retention_then_erases_everywhere_and_reapplies_a
 
     // (c) A backup from before the anonymisation is restored: the original row is back.
     p.db.execute(
-        "UPDATE paystream.customer SET name = $2, tax_id = $3, email = $4, phone = $5, anonymised_at = NULL
+        "UPDATE paystream.customer SET name = $2, tax_id = $3, email = $4, phone = $5, birth_date = $6::text::date,
+                                       anonymised_at = NULL
          WHERE id = $1",
-        &[&customer, &name, &tax_id, &email, &phone],
+        &[&customer, &name, &tax_id, &email, &phone, &birth_date],
     )
     .await
     .unwrap();
@@ -341,4 +358,82 @@ async fn lgpd_eligibility_follows_every_contract_and_its_calendar() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE), "jobs cannot mark a request carried out");
+}
+
+/// Two signed Pix webhooks whose payer's name, CPF, email, phone, birth date and address ride
+/// along (`pagador`, `devedor`, `infoPagador`): one without a txid, which ingest cannot
+/// normalise and the processor keeps as a dead letter, one that is applied. The dead letter
+/// keeps what an operator needs (the endToEndId, the amount, the field at fault, the original
+/// body's SHA-256); no column of any table, no inbound record, no event and no dead-letter
+/// event holds any of the payer's values, nor does the reason that ingest and the processor
+/// log. (Before, the dead letter, its event and the inbound record kept the body whole.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pix_payers_personal_data_reaches_no_table_and_no_topic() {
+    use sha2::Digest as _;
+    let p = Pipeline::start().await;
+    let (installment, _) = p.installments().await[0];
+    let payer = [
+        "Joaquina Pagadora Exemplo",
+        "98765432100",
+        "joaquina.pagadora@example.com",
+        "+55 11 98888-7777",
+        "1985-03-14",
+        "Rua das Palmeiras 123",
+    ];
+    let webhook = |end_to_end: &str, txid: Option<String>| {
+        let mut entry = serde_json::json!({
+            "endToEndId": end_to_end,
+            "valor": "10.00",
+            "horario": "2026-12-04T10:00:00Z",
+            "pagador": {"nome": payer[0], "cpf": payer[1]},
+            "infoPagador": format!("{} {}", payer[2], payer[3]),
+            "devedor": {"nome": payer[0], "cpf": payer[1], "email": payer[2], "telefone": payer[3],
+                        "dataNascimento": payer[4], "endereco": payer[5]},
+        });
+        if let Some(txid) = txid {
+            entry["txid"] = txid.into();
+        }
+        serde_json::to_vec(&serde_json::json!({ "pix": [entry] })).unwrap()
+    };
+    let dead = webhook("E00000000202612041000payerdl01", None);
+    let applied = webhook("E00000000202612041000payerok01", Some(installment.simple().to_string()));
+    for body in [&dead, &applied] {
+        let (status, text) = p.post_pix(body).await;
+        assert_eq!(status, 202, "{text}");
+        for value in payer {
+            assert!(!text.contains(value), "the answer holds {value:?}: {text}");
+        }
+    }
+    assert_eq!(p.wait_count("SELECT count(*) FROM paystream.dead_letters", 1, WAIT).await, 1);
+    assert_eq!(p.wait_count("SELECT count(*) FROM paystream.payment", 1, WAIT).await, 1);
+
+    let row = p.db.query_one("SELECT reason, payload FROM paystream.dead_letters", &[]).await.unwrap();
+    let (reason, payload): (String, Vec<u8>) = (row.get(0), row.get(1));
+    let kept = String::from_utf8(payload).unwrap();
+    assert!(kept.contains("E00000000202612041000payerdl01") && kept.contains("10.00"), "{kept}");
+    assert!(kept.contains("[redacted]"), "{kept}");
+    assert!(reason.contains("pix[0].txid"), "{reason}");
+    assert!(reason.contains(&hex::encode(sha2::Sha256::digest(&dead))), "the original's hash: {reason}");
+    for value in payer {
+        assert!(!reason.contains(value), "the reason holds {value:?}: {reason}");
+    }
+
+    let found = holding(&p, &payer).await;
+    assert!(found.is_empty(), "personal data in the database: {found:?}");
+    let inbound = p.read_topic(&p.config.kafka.inbound_topic, WAIT, |r| r.len() >= 2).await;
+    let dead_letters = p.read_topic(&p.config.kafka.deadletter_topic, WAIT, |r| !r.is_empty()).await;
+    let events = p.read_topic(&p.config.kafka.events_topic, WAIT, |r| !r.is_empty()).await;
+    assert!(inbound.len() >= 2 && !dead_letters.is_empty() && !events.is_empty());
+    for (topic, records) in [("inbound", &inbound), ("dead-letter", &dead_letters), ("events", &events)] {
+        for record in records.iter() {
+            for value in payer {
+                let bytes = value.as_bytes();
+                assert!(
+                    !record.payload.windows(bytes.len()).any(|w| w == bytes),
+                    "a record of the {topic} topic holds {value:?}"
+                );
+            }
+        }
+    }
+    p.stop().await;
 }

@@ -54,7 +54,7 @@ async fn seeded() -> (Config, Client) {
 
 /// No service role can change the schema, switch the ledger's append-only triggers off (nor
 /// bypass them with session_replication_role), rewrite or delete ledger rows, or read a
-/// customer's name, CPF, email or phone; the relay cannot write payments, the reader reads
+/// customer's name, CPF, email, phone or birth date; the relay cannot write payments, the reader reads
 /// only the contract views, jobs reads customers' ids but nothing personal. Each refusal is
 /// SQLSTATE 42501.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +80,7 @@ async fn each_role_is_refused_what_it_must_not_do() {
         )
         .await;
         if role != "paystream_pii" {
-            for column in ["name", "tax_id", "email", "phone"] {
+            for column in ["name", "tax_id", "email", "phone", "birth_date"] {
                 refused(&c, role, &format!("SELECT {column} FROM paystream.customer")).await;
             }
             refused(&c, role, "SELECT * FROM paystream.customer").await;
@@ -127,7 +127,7 @@ async fn each_role_is_refused_what_it_must_not_do() {
     refused(&jobs, "jobs", "INSERT INTO paystream.payment SELECT * FROM paystream.payment").await;
 
     let pii = connect_as(&config, "paystream_pii").await;
-    assert_eq!(allowed(&pii, "pii", "SELECT name, tax_id, email, phone FROM paystream.customer").await, 3);
+    assert_eq!(allowed(&pii, "pii", "SELECT name, tax_id, email, phone, birth_date FROM paystream.customer").await, 3);
     refused(&pii, "pii", "UPDATE paystream.customer SET email = NULL").await;
 }
 
