@@ -1,6 +1,7 @@
 -- pgbench: 100 payments' rows a transaction, as the processor writes them for partial payments
 -- spread over 100,000 installments (a journal, its two postings, the payment, the installment's
--- update; their events, 50 to an outbox row), and nothing else: none of the processor's reads,
+-- update; their events, 50 to an outbox row; the audit rows of the payment INSERT and the
+-- installment UPDATE, written by the same triggers as the processor's), and nothing else: none of the processor's reads,
 -- locks, checks or logic. PostgreSQL's limit for these rows, batched.
 \set run random(1, 2000000000)
 BEGIN;
