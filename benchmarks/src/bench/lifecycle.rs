@@ -4,11 +4,11 @@
 //! accrual as a share of its rate alone (both measured here, one after the other).
 //!
 //! Each run seeds its books under two calendars of its own (three-letter codes drawn at
-//! random among those no contract uses yet), one accrued alone and one while the processor runs, so that a run's accrual
-//! charges a first late fee and interest on every overdue installment, as the daily run after
-//! a due date does. The processor's payments go to installments of their own: what is
-//! measured is the two sharing the machine and the database, not row contention (the tests
-//! race them on the same rows for correctness).
+//! random among those no contract uses yet), one accrued alone and one while the processor
+//! runs, so that a run's accrual charges a first late fee and interest on every overdue
+//! installment, as the daily run after a due date does. The processor's payments go to
+//! installments of their own: what is measured is the two sharing the machine and the
+//! database, not row contention (the tests race them on the same rows for correctness).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -67,28 +67,29 @@ async fn book(config: &Config, calendar: &str, contracts: i32) -> Result<(), Ben
     Ok(())
 }
 
-/// A calendar code no contract in the database uses yet, nor `other`: a code drawn again
-/// in a later run on the same database would add its book to an earlier run's (measured: a
-/// reused code held 2,000,000 installments where the part seeds 1,000,000).
-async fn fresh_calendar(config: &Config, other: Option<&str>) -> Result<String, BenchError> {
+/// Two calendar codes no contract in the database uses yet: a code drawn again in a later
+/// run on the same database would add its book to an earlier run's (measured: a reused code
+/// held 2,000,000 installments where the part seeds 1,000,000).
+async fn fresh_calendars(config: &Config) -> Result<(String, String), BenchError> {
     let client = db(config).await?;
-    // 676 codes: a few thousand draws find a free one unless nearly all are taken.
+    let taken = client.prepare(include_str!("../../sql/bench_calendar_taken.sql")).await?;
+    let mut codes: Vec<String> = Vec::with_capacity(2);
+    // 676 codes: a few thousand draws find two free ones unless nearly all are taken.
     for _ in 0..4096 {
         let code = {
             let mut rng = rand::rng();
             let letter = |rng: &mut rand::rngs::ThreadRng| char::from(b'A' + rng.random_range(0..26u8));
             format!("Q{}{}", letter(&mut rng), letter(&mut rng))
         };
-        let taken: bool = client
-            .query_one("SELECT EXISTS (SELECT 1 FROM paystream.contract WHERE currency = $1)", &[&code])
-            .await?
-            .get(0);
-        if !taken && other != Some(code.as_str()) {
-            return Ok(code);
+        if !codes.contains(&code) && !client.query_one(&taken, &[&code]).await?.get::<_, bool>(0) {
+            codes.push(code);
+        }
+        if let [alone, during] = &codes[..] {
+            return Ok((alone.clone(), during.clone()));
         }
     }
     Err(BenchError::Incomplete(
-        "no free calendar code Q?? for the lifecycle part: the database holds earlier runs' books under nearly all of them".into(),
+        "no two free calendar codes Q?? for the lifecycle part: the database holds earlier runs' books under nearly all of them".into(),
     ))
 }
 
@@ -103,8 +104,7 @@ pub async fn lifecycle(
     let config = unique(config, "lifecycle");
     paystream_common::kafka::ensure_topics(&config.kafka, std::time::Duration::from_secs(30)).await?;
     let contracts = i32::try_from(installments / PER_CONTRACT as u64).unwrap_or(i32::MAX).max(1);
-    let alone = fresh_calendar(&config, None).await?;
-    let during = fresh_calendar(&config, Some(&alone)).await?;
+    let (alone, during) = fresh_calendars(&config).await?;
     step(&format!("lifecycle: seeding {} installments in calendars {alone} and {during}", contracts * PER_CONTRACT));
     book(&config, &alone, contracts).await?;
     book(&config, &during, contracts).await?;

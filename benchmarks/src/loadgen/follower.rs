@@ -44,8 +44,7 @@ impl Follower {
             move || topic_end(&consumer, &topic)
         })
         .await
-        .map_err(|e| LoadgenError::Follow(e.to_string()))?
-        .map_err(|e| LoadgenError::Follow(e.to_string()))?;
+        .map_err(|e| LoadgenError::Follow(e.to_string()))??;
         if start.count() == 0 {
             return Err(LoadgenError::Follow(format!("topic {} has no partitions", config.kafka.events_topic)));
         }

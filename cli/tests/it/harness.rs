@@ -248,10 +248,16 @@ pub async fn connect_db(config: &Config) -> tokio_postgres::Client {
 /// Runs `paystream ARGS` (a command-line tool, not a service) against the test's database and
 /// topics; its exit status, stdout and stderr.
 pub fn cli(config: &Config, args: &[&str]) -> (bool, String, String) {
+    cli_with(config, args, &[])
+}
+
+/// Like [`cli`], with more `PAYSTREAM_*` variables.
+pub fn cli_with(config: &Config, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_paystream"))
         .args(args)
         .env("PAYSTREAM_CONFIG", paystream_common::testing::DEV_CONFIG)
         .envs(config.data_env())
+        .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();

@@ -160,16 +160,11 @@ const APPLIED: &str = "SELECT count(*) FROM paystream.payment";
 async fn seed_is_not_bound_by_the_services_statement_timeout() {
     paystream_common::telemetry::init_tracing();
     let config = paystream_common::testing::isolated_config().await;
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_paystream"))
-        .args(["seed", "--customers", "2000", "--installments", "12"])
-        .env("PAYSTREAM_CONFIG", paystream_common::testing::DEV_CONFIG)
-        .envs(config.data_env())
-        .env("PAYSTREAM_POSTGRES__STATEMENT_TIMEOUT_MS", "100")
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    let (ok, out, err) =
-        (output.status.success(), String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let (ok, out, err) = crate::harness::cli_with(
+        &config,
+        &["seed", "--customers", "2000", "--installments", "12"],
+        &[("PAYSTREAM_POSTGRES__STATEMENT_TIMEOUT_MS", "100")],
+    );
     assert!(ok, "{out}{err}");
     let db = crate::harness::connect_db(&config).await;
     assert_eq!(count(&db, "SELECT count(*) FROM paystream.installment").await, 24_000);
