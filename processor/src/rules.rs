@@ -260,9 +260,15 @@ pub fn pay(installment: Option<&mut Installment>, command: &PaymentCommand) -> P
         applied: Parts::default(),
     };
     // An installment renegotiated away owes nothing: its contract's debt moved to the new
-    // schedule. The money is the customer's, kept as credit, and the event says so.
-    if let (Some(inst), Some(_)) = (&installment, rejection) {
-        if inst.status == InstallmentStatus::Renegotiated || inst.contract_status == ContractStatus::Renegotiated {
+    // schedule. The money is the customer's, kept as credit, and the event says so. The
+    // installment's own status decides: the processor locks installments, not contracts, so
+    // a payment that waited for a renegotiation's lock reads the installment as it committed
+    // but the contract as it was before (PostgreSQL rechecks only the locked row), still
+    // `active`.
+    if let Some(inst) = &installment {
+        let renegotiated =
+            inst.status == InstallmentStatus::Renegotiated || inst.contract_status == ContractStatus::Renegotiated;
+        if renegotiated && inst.currency == command.currency {
             journal
                 .debit(provider_clearing(&command.provider), command.amount)
                 .credit(customer_credit(inst.customer_id), command.amount);
@@ -659,17 +665,21 @@ mod tests {
         assert_eq!(inst.status, InstallmentStatus::Paid);
     }
 
-    /// A payment for an installment renegotiated away is kept as customer credit, said so.
+    /// A payment for an installment renegotiated away is kept as customer credit, said so,
+    /// whether or not the contract read beside it says so yet (a payment that waited for the
+    /// renegotiation's lock reads the contract as it was before).
     #[test]
     fn payments_to_renegotiated_installments_become_credit() {
-        let mut inst = installment("100.00");
-        inst.status = InstallmentStatus::Renegotiated;
-        inst.contract_status = ContractStatus::Renegotiated;
-        let effect = pay(Some(&mut inst), &command(CommandKind::Payment, "w", "30.00"));
-        assert_eq!((effect.rejection, effect.applied, effect.payment.credited), (None, Decimal::ZERO, d("30.00")));
-        assert_eq!(balances(&effect.journal)["customer_credit:00000000-0000-0000-0000-000000000002"], d("-30.00"));
-        assert!(effect.facts[0].reason.is_some_and(|r| r.contains("renegotiated")));
-        assert_eq!(inst.amount_paid, Decimal::ZERO);
+        for contract_status in [ContractStatus::Renegotiated, ContractStatus::Active] {
+            let mut inst = installment("100.00");
+            inst.status = InstallmentStatus::Renegotiated;
+            inst.contract_status = contract_status;
+            let effect = pay(Some(&mut inst), &command(CommandKind::Payment, "w", "30.00"));
+            assert_eq!((effect.rejection, effect.applied, effect.payment.credited), (None, Decimal::ZERO, d("30.00")));
+            assert_eq!(balances(&effect.journal)["customer_credit:00000000-0000-0000-0000-000000000002"], d("-30.00"));
+            assert!(effect.facts[0].reason.is_some_and(|r| r.contains("renegotiated")));
+            assert_eq!(inst.amount_paid, Decimal::ZERO);
+        }
     }
 
     /// A reversal whose payment is unknown is held, not rejected.
