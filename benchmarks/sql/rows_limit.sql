@@ -7,7 +7,8 @@
 BEGIN;
 WITH j AS (
     INSERT INTO bench_rows.journal (id, kind, reference)
-    SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(nextval('bench_rows.ids')), 12, '0'))::uuid,
+    SELECT paystream.uuid_v7_from(clock_timestamp(),
+                                  ('00000000-0000-7000-8000-' || lpad(to_hex(nextval('bench_rows.ids')), 12, '0'))::uuid),
            'payment', 'bench/b_' || :run || '_' || g
     FROM generate_series(1, 100) g
     RETURNING id, reference

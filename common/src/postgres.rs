@@ -302,6 +302,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "customer_birth_date",
         sql: include_str!("../../migrations/V0019__customer_birth_date.sql"),
     },
+    Migration {
+        version: 20,
+        name: "ledger_monthly_partitions",
+        sql: include_str!("../../migrations/V0020__ledger_monthly_partitions.sql"),
+    },
 ];
 
 /// A digest of the migrations, used to name migrated test templates.

@@ -1,5 +1,5 @@
 INSERT INTO paystream.posting (journal_id, line, account, currency, amount)
-SELECT md5('paystream-seed/journal/' || k.id)::uuid, l.line,
+SELECT paystream.uuid_v7_from(k.created_at, md5('paystream-seed/journal/' || k.id)::uuid), l.line,
        CASE l.line WHEN 0 THEN 'receivable:' || k.id ELSE 'disbursement:' || k.currency END,
        k.currency,
        CASE l.line WHEN 0 THEN k.principal ELSE -k.principal END

@@ -78,3 +78,111 @@ async fn rows_at_a_month_without_partition_land_in_default_then_move_to_their_mo
     assert_eq!((left, archived), (0, 1));
     p.stop().await;
 }
+
+/// The ledger (migration 20) is partitioned by the month in its version-7 journal ids: a
+/// journal at the last millisecond of the last month created lands in that month, one at the
+/// first millisecond after it in DEFAULT (the insert does not fail, the view says so);
+/// maintenance moves it with its postings into the month it attaches; no month's rows can be
+/// updated or deleted, through the parent or the partition; ledger months are not detached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ledger_rows_past_the_last_month_land_in_default_then_move_to_their_month() {
+    let p = Pipeline::start().await;
+    let (last, next): (String, String) = {
+        let row =
+            p.db.query_one(
+                "SELECT to_char(date_trunc('month', now() AT TIME ZONE 'UTC') + interval '3 months', 'YYYY_MM'),
+                        to_char(date_trunc('month', now() AT TIME ZONE 'UTC') + interval '4 months', 'YYYY_MM')",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    let before_balance: Vec<(String, rust_decimal::Decimal)> = trial_balance(&p).await;
+    // Two journals either side of the boundary, each balanced, as the processor writes them.
+    let ids: Vec<uuid::Uuid> = p
+        .db
+        .query(
+            "WITH b AS (SELECT (date_trunc('month', now() AT TIME ZONE 'UTC') + interval '4 months') AT TIME ZONE 'UTC' AS at)
+             SELECT paystream.uuid_v7_from(at - interval '1 millisecond', gen_random_uuid()) FROM b
+             UNION ALL
+             SELECT paystream.uuid_v7_from(at, gen_random_uuid()) FROM b",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    p.db.execute(
+        "INSERT INTO paystream.journal (id, kind, reference) SELECT id, 'test', 'boundary/' || id FROM unnest($1::uuid[]) id",
+        &[&ids],
+    )
+    .await
+    .unwrap();
+    p.db.execute(
+        "INSERT INTO paystream.posting (journal_id, line, account, currency, amount)
+         SELECT id, l, CASE l WHEN 0 THEN 'provider_clearing:test' ELSE 'unapplied_cash:test' END, 'BRL',
+                CASE l WHEN 0 THEN 1.00 ELSE -1.00 END
+         FROM unnest($1::uuid[]) id, generate_series(0, 1) l",
+        &[&ids],
+    )
+    .await
+    .unwrap();
+    let home = |id: uuid::Uuid| {
+        let db = &p.db;
+        async move {
+            db.query_one("SELECT tableoid::regclass::text FROM paystream.journal WHERE id = $1", &[&id])
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    assert_eq!(home(ids[0]).await, format!("paystream.journal_p{last}"));
+    assert_eq!(home(ids[1]).await, "paystream.journal_default");
+    assert_eq!((in_default(&p, "journal").await, in_default(&p, "posting").await), (1, 2), "the inserts did not fail");
+    let (ok, out, _) = cli(&p.config, &["partitions", "status"]);
+    assert!(!ok && out.contains("rows in DEFAULT"), "{out}");
+
+    let (ok, out, err) = cli(&p.config, &["partitions", "maintain"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains(&format!("journal_p{next}")) && out.contains(&format!("posting_p{next}")), "{out}");
+    assert_eq!((in_default(&p, "journal").await, in_default(&p, "posting").await), (0, 0));
+    assert_eq!(home(ids[1]).await, format!("paystream.journal_p{next}"));
+    let moved: i64 =
+        p.db.query_one(&format!("SELECT count(*) FROM paystream.posting_p{next} WHERE journal_id = $1"), &[&ids[1]])
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(moved, 2);
+    let mut expected = before_balance.clone();
+    for (_, total) in expected.iter_mut() {
+        *total += rust_decimal::Decimal::new(200, 2);
+    }
+    assert_eq!(trial_balance(&p).await, expected, "the move changed no posting");
+
+    // Append-only through the partitions as through the parent, even for the superuser.
+    for statement in [
+        format!("DELETE FROM paystream.journal_p{next}"),
+        format!("UPDATE paystream.posting_p{next} SET amount = amount"),
+        format!("DELETE FROM paystream.posting_p{last}"),
+        "UPDATE paystream.journal SET kind = kind".to_owned(),
+    ] {
+        let e = p.db.execute(statement.as_str(), &[]).await.expect_err(&statement);
+        assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::RESTRICT_VIOLATION), "{statement}: {e}");
+    }
+    // Balances are sums over every posting: the ledger's months stay attached.
+    let (ok, out, err) = cli(&p.config, &["partitions", "detach", "--before", "2100-01-01"]);
+    assert!(ok, "{out}\n{err}");
+    assert!(!out.contains("journal_p") && !out.contains("posting_p"), "{out}");
+    p.stop().await;
+}
+
+async fn trial_balance(p: &Pipeline) -> Vec<(String, rust_decimal::Decimal)> {
+    p.db.query("SELECT currency::text, debits FROM paystream.trial_balance ORDER BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
