@@ -139,6 +139,12 @@ impl Installment {
         self.owed().total()
     }
 
+    /// It was renegotiated away: it owes nothing, its debt moved to the new schedule, and
+    /// no money moves to or from it any more (money for it is the customer's credit).
+    pub fn renegotiated(&self) -> bool {
+        self.status == InstallmentStatus::Renegotiated || self.contract_status == ContractStatus::Renegotiated
+    }
+
     /// What has been paid in all, charges included.
     pub fn paid_total(&self) -> Decimal {
         self.amount_paid + self.late_fee_paid + self.interest_paid
@@ -266,12 +272,13 @@ pub fn pay(installment: Option<&mut Installment>, command: &PaymentCommand) -> P
     // but the contract as it was before (PostgreSQL rechecks only the locked row), still
     // `active`.
     if let Some(inst) = &installment {
-        let renegotiated =
-            inst.status == InstallmentStatus::Renegotiated || inst.contract_status == ContractStatus::Renegotiated;
-        if renegotiated && inst.currency == command.currency {
+        if inst.renegotiated() && inst.currency == command.currency {
             journal
                 .debit(provider_clearing(&command.provider), command.amount)
                 .credit(customer_credit(inst.customer_id), command.amount);
+            // Booked as credit, not rejected (a contract renegotiated away does not take
+            // payments): its reversals come back from the credit, not from suspense.
+            payment.rejected = false;
             payment.credited = command.amount;
             return PaymentEffect {
                 payment,
@@ -405,6 +412,21 @@ pub fn reverse(
             payment.refunded -= amount;
         }
         return match (installment, payment.rejected) {
+            // The installment's debt moved to a new schedule: the money is the customer's
+            // again, as credit (the reversal took it from there).
+            (Some(inst), false) if inst.renegotiated() => {
+                journal
+                    .debit(provider_clearing(&command.provider), amount)
+                    .credit(customer_credit(inst.customer_id), amount);
+                payment.credited += amount;
+                let facts = vec![split_fact(
+                    EventType::PaymentReinstated,
+                    amount,
+                    Some("installment was renegotiated; amount kept as customer credit"),
+                    Parts::default().allocation(amount),
+                )];
+                ReversalEffect::Booked { amount, journal, facts, contract_reopened: false, installment_paid: false }
+            }
             (Some(inst), false) => {
                 let was_paid = inst.status == InstallmentStatus::Paid;
                 // Money back is paid like a payment: what the installment owes now first.
@@ -449,6 +471,27 @@ pub fn reverse(
     }
     let facts = vec![fact(EventType::PaymentReversed, amount, Some(command.kind.as_str()))];
     match (installment, payment.rejected) {
+        // Paid before its installment was renegotiated: the renegotiation moved only what
+        // was still owed to the new schedule, so the old installment and its receivable
+        // stay as they are (renegotiated, nothing owed) and the money comes back from the
+        // customer's credit, which goes below zero when the customer had none: what the
+        // customer owes outside the schedule, on the books and on the event.
+        (Some(inst), false) if inst.renegotiated() => {
+            journal
+                .credit(provider_clearing(&command.provider), amount)
+                .debit(customer_credit(inst.customer_id), amount);
+            let from_credit = amount.min(payment.credited);
+            let back = unallocate(amount - from_credit, payment.applied, inst.order);
+            payment.credited -= from_credit;
+            payment.applied = sub(payment.applied, back);
+            let facts = vec![split_fact(
+                EventType::PaymentReversed,
+                amount,
+                Some("installment was renegotiated; amount taken from customer credit"),
+                Parts::default().allocation(amount),
+            )];
+            ReversalEffect::Booked { amount, journal, facts, contract_reopened: false, installment_paid: false }
+        }
         (Some(inst), false) => {
             // Credit kept for the customer is returned first, then the installment reopens,
             // part by part as the payment paid them.
@@ -682,6 +725,36 @@ mod tests {
         }
     }
 
+    /// A payment applied before its installment was renegotiated, then charged back and the
+    /// dispute won: the replaced installment stays renegotiated and its receivable untouched
+    /// (the renegotiation moved only what was still owed); the money comes from the
+    /// customer's credit and goes back to it, the events say so.
+    #[test]
+    fn reversals_of_payments_to_renegotiated_installments_go_through_customer_credit() {
+        let credit = "customer_credit:00000000-0000-0000-0000-000000000002";
+        let mut inst = installment("100.00");
+        let mut payment = pay(Some(&mut inst), &command(CommandKind::Payment, "w", "40.00")).payment;
+        inst.status = InstallmentStatus::Renegotiated;
+        inst.contract_status = ContractStatus::Renegotiated;
+        let before = inst.clone();
+        let (amount, journal, facts, reopened) =
+            booked(reverse(Some(&mut payment), Some(&mut inst), &command(CommandKind::Chargeback, "c", "40.00")));
+        assert_eq!((amount, reopened), (d("40.00"), false));
+        assert_eq!(inst, before, "the replaced installment is not touched");
+        let moved = balances(&journal);
+        assert_eq!(moved[credit], d("40.00"));
+        assert!(!moved.contains_key(&receivable(inst.contract_id)), "{moved:?}");
+        assert!(facts[0].reason.is_some_and(|r| r.contains("renegotiated")));
+        assert_eq!(facts[0].allocation.map(|a| a.credit), Some(d("40.00")));
+        assert_eq!((payment.reversed, payment.applied.total(), payment.credited), (d("40.00"), d("0"), d("0")));
+        let effect = reverse(Some(&mut payment), Some(&mut inst), &command(CommandKind::ChargebackWon, "won", "40.00"));
+        let (_, journal, facts, _) = booked(effect);
+        assert_eq!(inst, before);
+        assert_eq!(balances(&journal)[credit], d("-40.00"));
+        assert_eq!(facts[0].event_type, EventType::PaymentReinstated);
+        assert_eq!((payment.reversed, payment.credited), (d("0"), d("40.00")));
+    }
+
     /// A reversal whose payment is unknown is held, not rejected.
     #[test]
     fn reversals_before_their_payment_are_pending() {
@@ -707,6 +780,7 @@ mod tests {
         fn journals_balance_and_amounts_stay_non_negative(
             due in 1u32..100_000,
             steps in proptest::collection::vec((kinds(), 1u32..50_000), 1..30),
+            renegotiate_at in 0usize..40,
         ) {
             let mut inst = installment(&format!("{}.00", due / 100));
             inst.amount_due = Decimal::new(i64::from(due), 2);
@@ -718,6 +792,12 @@ mod tests {
             let mut payment: Option<Payment> = None;
             let mut receivable_moved = Decimal::ZERO;
             for (i, (kind, cents)) in steps.into_iter().enumerate() {
+                // A renegotiation replaces an installment that still owes: from then on
+                // nothing moves to or from it.
+                if i == renegotiate_at && inst.status != InstallmentStatus::Paid {
+                    inst.status = InstallmentStatus::Renegotiated;
+                    inst.contract_status = ContractStatus::Renegotiated;
+                }
                 let c = command(kind, &format!("w{i}"), "1.00");
                 let c = PaymentCommand { amount: Decimal::new(i64::from(cents), 2), ..c };
                 let journal = if kind == CommandKind::Payment {
@@ -741,7 +821,11 @@ mod tests {
                 prop_assert_eq!(inst.paid_total(), receivable_moved);
                 // Principal is paid only once the charges are.
                 prop_assert!(inst.amount_paid.is_zero() || inst.owed().late_fee.is_zero() && inst.owed().interest.is_zero());
-                prop_assert_eq!(inst.status == InstallmentStatus::Paid, inst.open_amount().is_zero());
+                if inst.renegotiated() {
+                    prop_assert_eq!(inst.status, InstallmentStatus::Renegotiated);
+                } else {
+                    prop_assert_eq!(inst.status == InstallmentStatus::Paid, inst.open_amount().is_zero());
+                }
                 if let Some(p) = &payment {
                     // What the payment holds applied is what it paid less what came back.
                     prop_assert_eq!(p.applied.total() + p.credited + p.reversed, p.amount);

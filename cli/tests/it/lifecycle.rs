@@ -510,3 +510,45 @@ async fn renegotiation_racing_payments_moves_the_balance_and_loses_nothing() {
     assert_eq!(said_credit as i64, credited_count, "each payment kept as credit says so");
     p.stop().await;
 }
+
+/// A payment applied to an installment that is renegotiated afterwards, then refunded: the
+/// renegotiation moved only what was still owed to the new schedule, so the refund leaves
+/// the replaced installment renegotiated with its paid amount and its old receivable at
+/// zero, and takes the money from the customer's credit (which now shows what the customer
+/// owes outside the schedule); the event says so and the books agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refund_after_renegotiation_comes_from_customer_credit_not_the_replaced_installment() {
+    let p = Pipeline::start().await;
+    let row =
+        p.db.query_one(
+            "SELECT i.id, i.contract_id, c.customer_id FROM paystream.installment i
+             JOIN paystream.contract c ON c.id = i.contract_id ORDER BY i.contract_id, i.seq LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (installment, contract, customer): (Uuid, Uuid, Uuid) = (row.get(0), row.get(1), row.get(2));
+    post(&p, "payment.succeeded", "rr-pay", "rr-payment", installment, "30.00").await;
+    assert_eq!(p.wait_count("SELECT count(*) FROM paystream.payment", 1, WAIT).await, 1);
+    run(&p, &["renegotiate", "--contract", &contract.to_string(), "--installments", "3", "--first-due", "2026-03-15"]);
+    post(&p, "payment.refunded", "rr-refund", "rr-payment", installment, "30.00").await;
+    let booked = "SELECT count(*) FROM paystream.reversal WHERE status = 'applied'";
+    assert_eq!(p.wait_count(booked, 1, WAIT).await, 1);
+
+    let row =
+        p.db.query_one("SELECT status, amount_paid FROM paystream.installment WHERE id = $1", &[&installment])
+            .await
+            .unwrap();
+    let (status, paid): (String, Decimal) = (row.get(0), row.get(1));
+    assert_eq!((status.as_str(), paid), ("renegotiated", d("30.00")), "the replaced installment is not touched");
+    assert_eq!(balance(&p, &format!("receivable:{contract}")).await, Decimal::ZERO);
+    assert_eq!(balance(&p, &format!("customer_credit:{customer}")).await, d("30.00"), "the customer owes it");
+    assert_books_agree(&p).await;
+
+    let records =
+        p.read_topic(&p.config.kafka.events_topic, WAIT, |r| count(&events(r), EventType::PaymentReversed) == 1).await;
+    let e = events(&records);
+    let reversed = e.iter().find(|e| e.event_type == EventType::PaymentReversed).unwrap();
+    assert!(reversed.reason.as_deref().is_some_and(|r| r.contains("renegotiated")), "{reversed:?}");
+    p.stop().await;
+}
