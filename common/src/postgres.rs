@@ -307,6 +307,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "ledger_monthly_partitions",
         sql: include_str!("../../migrations/V0020__ledger_monthly_partitions.sql"),
     },
+    Migration {
+        version: 21,
+        name: "accrual_pending",
+        sql: include_str!("../../migrations/V0021__accrual_pending.sql"),
+    },
 ];
 
 /// A digest of the migrations, used to name migrated test templates.

@@ -1,6 +1,7 @@
 //! Samples the age of the outbox's oldest row for alerting (`docs/runbooks.md`,
 //! PaystreamOutboxBacklogOld), and, less often, the rows sitting in the monthly partitions'
-//! DEFAULT partitions (PaystreamPartitionDefaultRows). The relay reports the backlog as well, from its drain loop;
+//! DEFAULT partitions (PaystreamPartitionDefaultRows) and how long each calendar's business
+//! date has gone unaccrued (PaystreamAccrualNotRun). The relay reports the backlog as well, from its drain loop;
 //! this figure does not depend on the relay, whose failure it is there to show.
 
 use std::time::Duration;
@@ -22,6 +23,10 @@ const OLDEST_AGE: &str = include_str!("../sql/outbox_select_oldest_age.sql");
 /// Rows in each DEFAULT partition (`paystream.partition_default_rows`).
 const DEFAULT_ROWS: &str = include_str!("../sql/partition_default_rows_select.sql");
 
+/// How long each calendar's business date has gone without a finished accrual run
+/// (`paystream.accrual_pending`, a row per calendar).
+const ACCRUAL_PENDING: &str = include_str!("../sql/accrual_pending_select.sql");
+
 /// DEFAULT partitions are counted once every this many samples (a minute): a missing month
 /// is a matter of hours, and the count reads the DEFAULT partitions, empty when all is well.
 const DEFAULT_ROWS_EVERY: u32 = 12;
@@ -33,6 +38,9 @@ pub async fn sample(pool: Pool, shutdown: Shutdown) {
         if round % DEFAULT_ROWS_EVERY == 0 {
             sample_default_rows(&pool).await;
         }
+        // A row per calendar: cheap enough for every sample, and an operator who ran the
+        // missed accrual sees the alert resolve at once.
+        sample_accrual_pending(&pool).await;
         round = round.wrapping_add(1);
         let sampled = async {
             let client = pool.get().await.map_err(|e| e.to_string())?;
@@ -71,6 +79,26 @@ async fn sample_default_rows(pool: &Pool) {
             paystream_common::telemetry::RETRY_LOG_INTERVAL,
             %error,
             "cannot count the rows in DEFAULT partitions; will count again"
+        ),
+    }
+}
+
+async fn sample_accrual_pending(pool: &Pool) {
+    let sampled = async {
+        let client = pool.get().await.map_err(|e| e.to_string())?;
+        client.query(ACCRUAL_PENDING, &[]).await.map_err(|e| e.to_string())
+    }
+    .await;
+    match sampled {
+        Ok(rows) => {
+            for row in rows {
+                telemetry::accrual_pending(&row.get::<_, String>(0), row.get(1));
+            }
+        }
+        Err(error) => paystream_common::warn_limited!(
+            paystream_common::telemetry::RETRY_LOG_INTERVAL,
+            %error,
+            "cannot read whether the business date was accrued; will read again"
         ),
     }
 }

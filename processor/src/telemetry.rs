@@ -130,14 +130,36 @@ pub fn outbox_oldest(age_seconds: f64) {
 }
 
 /// Rows sitting in a monthly partitioned table's DEFAULT partition (a month that had no
-/// partition when its rows came). `table` is one of the partitioned tables (two).
+/// partition when its rows came). `table` is one of the partitioned tables (four).
 pub fn partition_default_rows(table: &str, rows: i64) {
-    let table = match table {
+    metrics::gauge!("paystream_processor_partition_default_rows", "table" => partition_label(table)).set(rows as f64);
+}
+
+/// The bounded `table` label of a partitioned table.
+fn partition_label(table: &str) -> &'static str {
+    match table {
         "audit_log" => "audit_log",
         "charge" => "charge",
+        "journal" => "journal",
+        "posting" => "posting",
         _ => "other",
-    };
-    metrics::gauge!("paystream_processor_partition_default_rows", "table" => table).set(rows as f64);
+    }
+}
+
+/// How long a calendar's business date has gone without a finished accrual run (0 once
+/// accrued). Calendars are currency codes, a handful; anything else is `other`, so a bad row
+/// cannot grow the label set.
+pub fn accrual_pending(calendar: &str, seconds: f64) {
+    metrics::gauge!("paystream_processor_accrual_pending_seconds", "calendar" => calendar_label(calendar)).set(seconds);
+}
+
+/// The bounded `calendar` label: a currency code as is, anything else `other`.
+fn calendar_label(calendar: &str) -> String {
+    if calendar.len() == 3 && calendar.bytes().all(|b| b.is_ascii_uppercase()) {
+        calendar.to_owned()
+    } else {
+        "other".to_owned()
+    }
 }
 
 /// Outcome labels of `paystream_processor_messages_total`.
@@ -187,6 +209,11 @@ pub fn register() {
         Unit::Count,
         "Rows in a monthly partitioned table's DEFAULT partition, sampled by the processor."
     );
+    describe_gauge!(
+        "paystream_processor_accrual_pending_seconds",
+        Unit::Seconds,
+        "Time the calendar's business date has gone without a finished accrual run."
+    );
     for outcome in OUTCOMES {
         metrics::counter!("paystream_processor_messages_total", "outcome" => *outcome).increment(0);
     }
@@ -194,5 +221,24 @@ pub fn register() {
     metrics::counter!("paystream_processor_batch_retries_total").increment(0);
     for kind in ["assign", "revoke"] {
         metrics::counter!("paystream_processor_rebalances_total", "kind" => kind).increment(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every table of `paystream.partition_default_rows` has its own label (the ledger's two
+    /// were `other`, so an alert could not say which table), and labels stay bounded.
+    #[test]
+    fn labels_name_each_partitioned_table_and_stay_bounded() {
+        for table in ["audit_log", "charge", "journal", "posting"] {
+            assert_eq!(partition_label(table), table);
+        }
+        assert_eq!(partition_label("anything else"), "other");
+        assert_eq!(calendar_label("BRL"), "BRL");
+        for odd in ["brl", "BRLX", "", "B-L", "ÇÃO"] {
+            assert_eq!(calendar_label(odd), "other");
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::harness::Pipeline;
+use crate::harness::{cli, Pipeline};
 use crate::prometheus::{fast_rules, Prometheus};
 
 /// A Prometheus scraping the pipeline's three admin ports under their stack job names.
@@ -96,6 +96,45 @@ async fn dead_letter_alert_fires_after_a_poison_message() {
     pipeline.stop().await;
 }
 
+/// A business date moved and not accrued: once it has gone unaccrued for more than four hours
+/// (set back five here) PaystreamAccrualNotRun fires for its calendar, and `paystream accrue`
+/// resolves it.
+#[tokio::test(flavor = "multi_thread")]
+async fn accrual_alert_fires_for_an_unaccrued_business_date_and_resolves_after_the_run() {
+    let pipeline = Pipeline::start().await;
+    let prometheus = prometheus_for(&pipeline).await;
+    let (ok, out, err) = cli(&pipeline.config, &["business-date", "advance", "--to", "2026-02-11"]);
+    assert!(ok, "{out}\n{err}");
+    let gauge = r#"paystream_processor_accrual_pending_seconds{calendar="BRL"}"#;
+    let scraped =
+        prometheus.wait_until(Duration::from_secs(30), || async { !prometheus.query(gauge).await.is_empty() }).await;
+    assert!(scraped, "the accrual gauge reaches Prometheus: {}", prometheus.log());
+    assert!(!prometheus.firing("PaystreamAccrualNotRun").await, "quiet: the date moved just now");
+
+    pipeline
+        .db
+        .execute(
+            "UPDATE paystream.business_date SET updated_at = now() - interval '5 hours' WHERE calendar = 'BRL'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let fired = prometheus
+        .wait_until(Duration::from_secs(60), || async { prometheus.firing("PaystreamAccrualNotRun").await })
+        .await;
+    assert!(fired, "PaystreamAccrualNotRun fires: {:?}", prometheus.alerts().await);
+
+    let (ok, out, err) = cli(&pipeline.config, &["accrue", "--quiet"]);
+    assert!(ok, "{out}\n{err}");
+    let resolved = prometheus
+        .wait_until(Duration::from_secs(60), || async {
+            !prometheus.alerts().await.iter().any(|a| a.name == "PaystreamAccrualNotRun")
+        })
+        .await;
+    assert!(resolved, "resolved after the run: {:?}", prometheus.alerts().await);
+    pipeline.stop().await;
+}
+
 /// The metric names of docs/metrics.md's tables, each with the service of its section.
 fn catalogued() -> BTreeMap<String, String> {
     let text = include_str!("../../../docs/metrics.md");
@@ -168,6 +207,9 @@ async fn every_metric_named_is_exported_and_catalogued() {
     headers.push(("webhook-signature", "v1,Zm9yZ2Vk".into()));
     assert_eq!(pipeline.post("demo-standard", &headers, &body).await.0, 401);
     pipeline.produce_raw(&installments[1].0.to_string(), b"poison", false).await;
+    // A calendar with a business date, for the accrual gauge.
+    let (ok, out, err) = cli(&pipeline.config, &["business-date", "advance", "--to", "2026-02-11"]);
+    assert!(ok, "{out}\n{err}");
 
     let catalogue = catalogued();
     let deadline = Instant::now() + Duration::from_secs(60);
