@@ -63,13 +63,14 @@ pub async fn sample(pool: Pool, shutdown: Shutdown) {
     }
 }
 
+/// Runs one of the sampling queries on a pooled connection.
+async fn sample_rows(pool: &Pool, sql: &str) -> Result<Vec<tokio_postgres::Row>, String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    client.query(sql, &[]).await.map_err(|e| e.to_string())
+}
+
 async fn sample_default_rows(pool: &Pool) {
-    let sampled = async {
-        let client = pool.get().await.map_err(|e| e.to_string())?;
-        client.query(DEFAULT_ROWS, &[]).await.map_err(|e| e.to_string())
-    }
-    .await;
-    match sampled {
+    match sample_rows(pool, DEFAULT_ROWS).await {
         Ok(rows) => {
             for row in rows {
                 telemetry::partition_default_rows(&row.get::<_, String>(0), row.get(1));
@@ -84,12 +85,7 @@ async fn sample_default_rows(pool: &Pool) {
 }
 
 async fn sample_accrual_pending(pool: &Pool) {
-    let sampled = async {
-        let client = pool.get().await.map_err(|e| e.to_string())?;
-        client.query(ACCRUAL_PENDING, &[]).await.map_err(|e| e.to_string())
-    }
-    .await;
-    match sampled {
+    match sample_rows(pool, ACCRUAL_PENDING).await {
         Ok(rows) => {
             for row in rows {
                 telemetry::accrual_pending(&row.get::<_, String>(0), row.get(1));
