@@ -135,10 +135,39 @@ impl Follower {
     }
 }
 
-/// Every partition of `topic` at its current end (the high watermark).
+/// Every partition of `topic` at its current end (the high watermark). A topic created a
+/// moment ago may not have a leader for every partition yet (NotLeaderForPartition,
+/// LeaderNotAvailable): asked again until the leaders are there, for up to 30 s.
 fn topic_end(consumer: &StreamConsumer, topic: &str) -> Result<TopicPartitionList, rdkafka::error::KafkaError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match try_topic_end(consumer, topic) {
+            Err(e) if leader_pending(&e) && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            other => return other,
+        }
+    }
+}
+
+fn leader_pending(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(Code::NotLeaderForPartition | Code::LeaderNotAvailable | Code::UnknownTopicOrPartition)
+    )
+}
+
+fn try_topic_end(consumer: &StreamConsumer, topic: &str) -> Result<TopicPartitionList, rdkafka::error::KafkaError> {
     let timeout = Duration::from_secs(10);
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    // A topic not yet in the broker's metadata comes back without partitions: following
+    // none of them would miss every event.
+    let known =
+        metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    if !known {
+        return Err(rdkafka::error::KafkaError::MetadataFetch(
+            rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+        ));
+    }
     let mut start = TopicPartitionList::new();
     for partition in metadata.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions()) {
         let (_, high) = consumer.fetch_watermarks(topic, partition.id(), timeout)?;
