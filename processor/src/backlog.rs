@@ -1,8 +1,9 @@
 //! Samples the age of the outbox's oldest row for alerting (`docs/runbooks.md`,
-//! PaystreamOutboxBacklogOld), and, less often, the rows sitting in the monthly partitions'
-//! DEFAULT partitions (PaystreamPartitionDefaultRows) and how long each calendar's business
-//! date has gone unaccrued (PaystreamAccrualNotRun). The relay reports the backlog as well, from its drain loop;
-//! this figure does not depend on the relay, whose failure it is there to show.
+//! PaystreamOutboxBacklogOld) and how long each calendar's business date has gone unaccrued
+//! (PaystreamAccrualNotRun), and, less often, the rows sitting in the monthly partitions'
+//! DEFAULT partitions (PaystreamPartitionDefaultRows). The relay reports the backlog as well,
+//! from its drain loop; this figure does not depend on the relay, whose failure it is there
+//! to show.
 
 use std::time::Duration;
 
