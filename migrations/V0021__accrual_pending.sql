@@ -10,15 +10,13 @@ CREATE VIEW paystream.accrual_pending AS
 SELECT b.calendar,
        b.business_date,
        b.updated_at AS business_date_set_at,
-       (SELECT max(r.business_date) FROM paystream.accrual_run r
-        WHERE r.calendar = b.calendar AND r.finished_at IS NOT NULL) AS last_accrued,
-       CASE WHEN EXISTS (SELECT 1 FROM paystream.accrual_run r
-                         WHERE r.calendar = b.calendar AND r.business_date >= b.business_date
-                           AND r.finished_at IS NOT NULL)
-            THEN 0::float8
+       a.last_accrued,
+       CASE WHEN a.last_accrued >= b.business_date THEN 0::float8
             ELSE greatest(extract(epoch FROM now() - b.updated_at), 0)::float8
        END AS pending_seconds
-FROM paystream.business_date b;
+FROM paystream.business_date b
+CROSS JOIN LATERAL (SELECT max(r.business_date) AS last_accrued FROM paystream.accrual_run r
+                    WHERE r.calendar = b.calendar AND r.finished_at IS NOT NULL) a;
 
 COMMENT ON VIEW paystream.accrual_pending IS
     'Per calendar: its business date, the last accrued one, and how long the business date has gone unaccrued (0 once accrued).';

@@ -161,15 +161,15 @@ fn try_topic_end(consumer: &StreamConsumer, topic: &str) -> Result<TopicPartitio
     let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
     // A topic not yet in the broker's metadata comes back without partitions: following
     // none of them would miss every event.
-    let known =
-        metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-    if !known {
+    let Some(found) =
+        metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+    else {
         return Err(rdkafka::error::KafkaError::MetadataFetch(
             rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
         ));
-    }
+    };
     let mut start = TopicPartitionList::new();
-    for partition in metadata.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions()) {
+    for partition in found.partitions() {
         let (_, high) = consumer.fetch_watermarks(topic, partition.id(), timeout)?;
         start.add_partition_offset(topic, partition.id(), Offset::Offset(high))?;
     }
