@@ -161,7 +161,7 @@ fn edge(c: &mut Criterion) {
                     outbox.push_event("paystream.payments.events.v1", &event).expect("encodes");
                 }
             }
-            (journals.ids.len(), outbox.len())
+            (journals.journal.len(), outbox.len())
         })
     });
     group.finish();

@@ -1,23 +1,19 @@
 -- pgbench: 100 payments' rows a transaction, as the processor writes them for partial payments
--- spread over 100,000 installments (a journal, its two postings, the payment, the installment's
--- update; their events, 50 to an outbox row; the audit rows of the payment INSERT and the
--- installment UPDATE, written by the same triggers as the processor's), and nothing else: none of the processor's reads,
+-- spread over 100,000 installments (a transfer from the provider's clearing account to the
+-- contract's receivable, the payment, the installment's update; their events, 50 to an
+-- outbox row; the audit rows of the payment INSERT and the installment UPDATE, written by
+-- the same triggers as the processor's), and nothing else: none of the processor's reads,
 -- locks, checks or logic. PostgreSQL's limit for these rows, batched.
 \set run random(1, 2000000000)
 BEGIN;
 -- Version-7 journal ids of this millisecond (the ledger's partition key), a sequence below.
-WITH t AS (SELECT left(replace(paystream.uuid_v7_floor(now())::text, '-', ''), 12) AS ms),
-j AS (
-    INSERT INTO bench_rows.journal (id, kind, reference)
-    SELECT (t.ms || '70008000' || lpad(to_hex(nextval('bench_rows.ids')), 12, '0'))::uuid,
-           'payment', 'bench/b_' || :run || '_' || g
-    FROM t, generate_series(1, 100) g
-    RETURNING id, reference
-)
-INSERT INTO bench_rows.posting (journal_id, line, account, currency, amount)
-SELECT j.id, l.line, CASE l.line WHEN 1 THEN 'provider_clearing:bench' ELSE 'receivable:' || md5(j.reference)::uuid END,
-       'BRL', l.amount
-FROM j, (VALUES (1::smallint, 0.01), (2::smallint, -0.01)) AS l (line, amount);
+WITH t AS (SELECT left(replace(paystream.uuid_v7_floor(now())::text, '-', ''), 12) AS ms)
+INSERT INTO bench_rows.transfer (journal_id, seq, kind, reference, debit_line, debit_account, credit_line,
+                                 credit_account, currency, amount)
+SELECT (t.ms || '70008000' || lpad(to_hex(nextval('bench_rows.ids')), 12, '0'))::uuid, 0,
+       'payment', 'bench/b_' || :run || '_' || g, 0, 'provider_clearing:bench',
+       1, 'receivable:' || md5('bench/b_' || :run || '_' || g)::uuid, 'BRL', 0.01
+FROM t, generate_series(1, 100) g;
 INSERT INTO bench_rows.payment (provider, provider_payment_id, installment_id, rail, amount, currency, status,
                                 amount_applied, journal_id, occurred_at, source_partition, source_offset)
 SELECT 'bench', 'b_' || :run || '_' || g, md5('bench_rows/i/' || (1 + floor(random() * 100000)::int))::uuid, 'pix',

@@ -3,22 +3,18 @@
 -- PostgreSQL's limit on the processor's own rows. scripts/bench creates and drops them.
 DROP SCHEMA IF EXISTS bench_rows CASCADE;
 CREATE SCHEMA bench_rows;
--- The ledger partitioned by month of its version-7 ids as paystream's (migration 20): this
--- month and DEFAULT.
-CREATE TABLE bench_rows.journal (LIKE paystream.journal INCLUDING ALL) PARTITION BY RANGE (id);
-CREATE TABLE bench_rows.posting (LIKE paystream.posting INCLUDING ALL) PARTITION BY RANGE (journal_id);
+-- The ledger partitioned by month of its version-7 journal ids as paystream's (migrations 20
+-- and 22): this month and DEFAULT.
+CREATE TABLE bench_rows.transfer (LIKE paystream.transfer INCLUDING ALL) PARTITION BY RANGE (journal_id);
 DO $months$
 DECLARE
     m timestamptz := date_trunc('month', now());
 BEGIN
-    EXECUTE format('CREATE TABLE bench_rows.journal_now PARTITION OF bench_rows.journal FOR VALUES FROM (%L) TO (%L)',
-                   paystream.uuid_v7_floor(m), paystream.uuid_v7_floor(m + interval '1 month'));
-    EXECUTE format('CREATE TABLE bench_rows.posting_now PARTITION OF bench_rows.posting FOR VALUES FROM (%L) TO (%L)',
+    EXECUTE format('CREATE TABLE bench_rows.transfer_now PARTITION OF bench_rows.transfer FOR VALUES FROM (%L) TO (%L)',
                    paystream.uuid_v7_floor(m), paystream.uuid_v7_floor(m + interval '1 month'));
 END
 $months$;
-CREATE TABLE bench_rows.journal_default PARTITION OF bench_rows.journal DEFAULT;
-CREATE TABLE bench_rows.posting_default PARTITION OF bench_rows.posting DEFAULT;
+CREATE TABLE bench_rows.transfer_default PARTITION OF bench_rows.transfer DEFAULT;
 CREATE TABLE bench_rows.payment (LIKE paystream.payment INCLUDING ALL);
 CREATE TABLE bench_rows.installment (LIKE paystream.installment INCLUDING ALL);
 CREATE TABLE bench_rows.outbox (LIKE paystream.outbox INCLUDING ALL);

@@ -312,6 +312,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "accrual_pending",
         sql: include_str!("../../migrations/V0021__accrual_pending.sql"),
     },
+    Migration {
+        version: 22,
+        name: "transfer_ledger",
+        sql: include_str!("../../migrations/V0022__transfer_ledger.sql"),
+    },
 ];
 
 /// A digest of the migrations, used to name migrated test templates.

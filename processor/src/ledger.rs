@@ -6,8 +6,12 @@
 //! (liability: overpayments we hold), `disbursement:{currency}` (where principal went),
 //! `penalty_income:{currency}` and `interest_income:{currency}` (what late fees and late
 //! interest earn: charged against the contract's receivable).
-//! No account has a balance row: balances are derived from postings (the
+//! No account has a balance row: balances are derived from the ledger (the
 //! `account_balances` view), so no single row is updated by every payment.
+//!
+//! A journal is stored as transfers (migration 22): one row per amount moved from one
+//! account to another, balanced by construction, each side naming its journal line. The
+//! views `journal` and `posting` give the journals and their lines back.
 
 use rust_decimal::Decimal;
 use uuid::Uuid;
@@ -108,71 +112,114 @@ impl Journal {
     }
 }
 
-/// Journal rows in the column order of the batch inserts.
+/// How a balanced journal's lines pair into transfers: debit lines and credit lines each in
+/// line order, each covering an interval of its side's running total; every overlap of a
+/// debit line's interval with a credit line's is one transfer of the overlap's length, as
+/// (debit line, credit line, amount). A journal of two lines is one transfer. Migration 22
+/// split the journals written before it the same way, so the two agree on old and new
+/// journals. `postings` must balance (`Journal::check`).
+pub fn pair_lines(postings: &[(String, Decimal)]) -> Vec<(usize, usize, Decimal)> {
+    let debits: Vec<(usize, Decimal)> =
+        postings.iter().enumerate().filter(|(_, (_, a))| a.is_sign_positive()).map(|(i, (_, a))| (i, *a)).collect();
+    let credits: Vec<(usize, Decimal)> =
+        postings.iter().enumerate().filter(|(_, (_, a))| a.is_sign_negative()).map(|(i, (_, a))| (i, -*a)).collect();
+    let mut pairs = Vec::with_capacity(debits.len().max(credits.len()));
+    let (mut d, mut c) = (0, 0);
+    // What is left of the current line on each side.
+    let (mut d_left, mut c_left) =
+        (debits.first().map_or(Decimal::ZERO, |x| x.1), credits.first().map_or(Decimal::ZERO, |x| x.1));
+    while d < debits.len() && c < credits.len() {
+        let amount = d_left.min(c_left);
+        pairs.push((debits[d].0, credits[c].0, amount));
+        d_left -= amount;
+        c_left -= amount;
+        if d_left.is_zero() {
+            d += 1;
+            d_left = debits.get(d).map_or(Decimal::ZERO, |x| x.1);
+        }
+        if c_left.is_zero() {
+            c += 1;
+            c_left = credits.get(c).map_or(Decimal::ZERO, |x| x.1);
+        }
+    }
+    pairs
+}
+
+/// Transfer rows in the column order of the batch insert (`transfer_insert_batch.sql`).
 #[derive(Debug, Default)]
 pub struct JournalRows {
-    /// journal.id
-    pub ids: Vec<Uuid>,
-    /// journal.kind
-    pub kinds: Vec<String>,
-    /// journal.reference
-    pub references: Vec<String>,
-    /// posting.journal_id
-    pub posting_journal: Vec<Uuid>,
-    /// posting.line
-    pub posting_line: Vec<i16>,
-    /// posting.account
-    pub posting_account: Vec<String>,
-    /// posting.currency
-    pub posting_currency: Vec<String>,
-    /// posting.amount
-    pub posting_amount: Vec<Decimal>,
+    /// transfer.journal_id
+    pub journal: Vec<Uuid>,
+    /// transfer.seq: the transfer's number within its journal.
+    pub seq: Vec<i16>,
+    /// transfer.kind
+    pub kind: Vec<&'static str>,
+    /// transfer.reference
+    pub reference: Vec<String>,
+    /// transfer.debit_line
+    pub debit_line: Vec<i16>,
+    /// transfer.debit_account
+    pub debit_account: Vec<String>,
+    /// transfer.credit_line
+    pub credit_line: Vec<i16>,
+    /// transfer.credit_account
+    pub credit_account: Vec<String>,
+    /// transfer.currency
+    pub currency: Vec<String>,
+    /// transfer.amount
+    pub amount: Vec<Decimal>,
 }
 
 impl JournalRows {
-    /// Adds a journal after checking it balances.
+    /// Adds a journal, as its transfers, after checking it balances.
     pub fn push(&mut self, journal: Journal) -> Result<Uuid, ApplyError> {
         journal.check()?;
-        self.ids.push(journal.id);
-        self.kinds.push(journal.kind.to_owned());
-        self.references.push(journal.reference);
-        for (line, (account, amount)) in journal.postings.into_iter().enumerate() {
-            self.posting_journal.push(journal.id);
-            // A journal has a handful of lines; more than i16::MAX would fail `check` long before.
-            self.posting_line.push(line as i16);
-            self.posting_account.push(account);
-            self.posting_currency.push(journal.currency.clone());
-            self.posting_amount.push(amount);
+        for (seq, (debit, credit, amount)) in pair_lines(&journal.postings).into_iter().enumerate() {
+            // A journal has a handful of lines; more than i16::MAX would be refused long before.
+            self.journal.push(journal.id);
+            self.seq.push(seq as i16);
+            self.kind.push(journal.kind);
+            self.reference.push(journal.reference.clone());
+            self.debit_line.push(debit as i16);
+            self.debit_account.push(journal.postings[debit].0.clone());
+            self.credit_line.push(credit as i16);
+            self.credit_account.push(journal.postings[credit].0.clone());
+            self.currency.push(journal.currency.clone());
+            self.amount.push(amount);
         }
         Ok(journal.id)
     }
 
     /// Whether there is nothing to insert.
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.journal.is_empty()
     }
 
-    /// Inserts the journals, then their postings (one statement for all of a journal's
-    /// postings: the per-statement balance check sees each journal whole).
+    /// The parameters of `transfer_insert_batch.sql`, in its order.
+    pub fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 10] {
+        [
+            &self.journal,
+            &self.seq,
+            &self.kind,
+            &self.reference,
+            &self.debit_line,
+            &self.debit_account,
+            &self.credit_line,
+            &self.credit_account,
+            &self.currency,
+            &self.amount,
+        ]
+    }
+
+    /// Inserts the transfers, in one statement.
     pub async fn insert<C: tokio_postgres::GenericClient>(&self, client: &C) -> Result<(), tokio_postgres::Error> {
-        client
-            .execute(include_str!("../sql/journal_insert_batch.sql"), &[&self.ids, &self.kinds, &self.references])
-            .await?;
-        client
-            .execute(
-                include_str!("../sql/posting_insert_batch.sql"),
-                &[
-                    &self.posting_journal,
-                    &self.posting_line,
-                    &self.posting_account,
-                    &self.posting_currency,
-                    &self.posting_amount,
-                ],
-            )
-            .await?;
+        client.execute(INSERT, &self.params()).await?;
         Ok(())
     }
 }
+
+/// The batch insert of transfers.
+pub const INSERT: &str = include_str!("../sql/transfer_insert_batch.sql");
 
 #[cfg(test)]
 mod tests {
@@ -190,7 +237,7 @@ mod tests {
         assert!(j.check().is_ok());
         let mut rows = JournalRows::default();
         rows.push(j).unwrap();
-        assert_eq!(rows.posting_amount.iter().copied().sum::<Decimal>(), Decimal::ZERO);
+        assert_eq!(rows.amount.iter().copied().sum::<Decimal>(), d("10.00"));
 
         let mut j = Journal::new("payment", "p/2".into(), "BRL");
         j.debit("a".into(), d("10.00")).credit("b".into(), d("9.99"));
@@ -198,5 +245,58 @@ mod tests {
         let mut j = Journal::new("payment", "p/3".into(), "BRL");
         j.debit("a".into(), d("0"));
         assert!(j.check().is_err());
+    }
+
+    /// A journal's transfers give back each of its lines: a line's amount is the sum of the
+    /// transfers naming it on its side, and a two-line journal is one transfer.
+    #[test]
+    fn journals_split_into_transfers_that_give_back_every_line() {
+        let lines = |amounts: &[&str]| -> Vec<(String, Decimal)> {
+            amounts.iter().enumerate().map(|(i, a)| (format!("acct{i}"), d(a))).collect()
+        };
+        assert_eq!(pair_lines(&lines(&["-25.00", "25.00"])), vec![(1, 0, d("25.00"))]);
+        // A payment partly kept as credit: clearing debited, receivable and credit credited.
+        assert_eq!(pair_lines(&lines(&["100.00", "-70.00", "-30.00"])), vec![(0, 1, d("70.00")), (0, 2, d("30.00"))]);
+        // Overlapping intervals on both sides.
+        assert_eq!(
+            pair_lines(&lines(&["60.00", "-50.00", "40.00", "-50.00"])),
+            vec![(0, 1, d("50.00")), (0, 3, d("10.00")), (2, 3, d("40.00"))]
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_balanced_journal_splits_into_its_lines(
+            debits in proptest::collection::vec(1i64..1_000_000, 1..6),
+            cuts in proptest::collection::vec(0u64..1_000, 0..5),
+        ) {
+            // Credits: the debits' total cut at random points, so both sides have the same total.
+            let total: i64 = debits.iter().sum();
+            let mut points: Vec<i64> = cuts.iter().map(|c| (*c as i64 * total) / 1_000).filter(|p| *p > 0 && *p < total).collect();
+            points.sort_unstable();
+            points.dedup();
+            points.push(total);
+            let mut journal = Journal::new("payment", "p".into(), "BRL");
+            let mut last = 0;
+            for (i, p) in points.iter().enumerate() {
+                journal.credit(format!("c{i}"), Decimal::new(p - last, 2));
+                last = *p;
+            }
+            for (i, a) in debits.iter().enumerate() {
+                journal.debit(format!("d{i}"), Decimal::new(*a, 2));
+            }
+            journal.check().unwrap();
+            let pairs = pair_lines(&journal.postings);
+            let mut back = vec![Decimal::ZERO; journal.postings.len()];
+            for (debit, credit, amount) in &pairs {
+                proptest::prop_assert!(amount.is_sign_positive() && !amount.is_zero());
+                back[*debit] += *amount;
+                back[*credit] -= *amount;
+            }
+            let lines: Vec<Decimal> = journal.postings.iter().map(|(_, a)| *a).collect();
+            proptest::prop_assert_eq!(back, lines);
+            // In (debit line, credit line) order, as migration 22 numbers them.
+            proptest::prop_assert!(pairs.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
+        }
     }
 }

@@ -37,7 +37,6 @@ pub async fn seed(client: &mut tokio_postgres::Client, size: SeedSize, currency:
     tx.execute(include_str!("../sql/seed_contracts.sql"), &[&c, &k, &n, &currency]).await?;
     tx.execute(include_str!("../sql/seed_installments.sql"), &[&c, &k, &n, &currency]).await?;
     tx.execute(include_str!("../sql/seed_origination_journals.sql"), &[&c, &k]).await?;
-    tx.execute(include_str!("../sql/seed_origination_postings.sql"), &[&c, &k]).await?;
     tx.commit().await?;
     Ok(())
 }

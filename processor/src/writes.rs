@@ -267,16 +267,9 @@ impl Writes {
         now_ms: i64,
     ) -> Result<(), ApplyError> {
         let mut statements: Vec<Statement<'_>> = Vec::with_capacity(12);
+        let transfers = self.journals.params();
         if !self.journals.is_empty() {
-            let j = &self.journals;
-            statements.push((
-                tx.prepare_cached(sql!("journal_insert_batch.sql")).await?,
-                vec![&j.ids, &j.kinds, &j.references],
-            ));
-            statements.push((
-                tx.prepare_cached(sql!("posting_insert_batch.sql")).await?,
-                vec![&j.posting_journal, &j.posting_line, &j.posting_account, &j.posting_currency, &j.posting_amount],
-            ));
+            statements.push((tx.prepare_cached(crate::ledger::INSERT).await?, transfers.to_vec()));
         }
         if !self.pay_provider.is_empty() {
             statements.push((

@@ -114,7 +114,7 @@ fn processor(out: &mut String, context: &Context, r: &Report) {
         if let Some(limit) = context.pg_payment_rows_per_s {
             let _ = writeln!(
                 out,
-                "- The same rows written by PostgreSQL alone (`benchmarks/sql/rows_limit.sql`: journal, postings, payment, installment update and outbox share, 100 payments a transaction, none of the processor's reads, locks or logic): {} payments/s, {} rows/s, **{:.2}** of the 100-row INSERT limit.",
+                "- The same rows written by PostgreSQL alone (`benchmarks/sql/rows_limit.sql`: transfer, payment, installment update and outbox share, 100 payments a transaction, none of the processor's reads, locks or logic): {} payments/s, {} rows/s, **{:.2}** of the 100-row INSERT limit.",
                 thousands(limit),
                 thousands(limit * per_payment),
                 limit * per_payment / rows

@@ -96,7 +96,7 @@ pub struct Context {
     /// pgbench: rows/s in 100-row INSERT transactions at 8 clients, measured in the same run.
     #[arg(long = "pg-rows")]
     pub pg_rows_per_s: Option<f64>,
-    /// pgbench: payments/s of the processor's own rows (journal, postings, payment,
+    /// pgbench: payments/s of the processor's own rows (transfer, payment,
     /// installment update, outbox share) written 100 payments a transaction with none of the
     /// processor's reads, locks or logic (`benchmarks/sql/rows_limit.sql`), same run.
     #[serde(default)]

@@ -14,6 +14,7 @@ mod lgpd;
 mod lifecycle;
 mod logs;
 mod lookup;
+mod migration;
 mod money;
 mod observability;
 mod openapi;

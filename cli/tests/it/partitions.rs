@@ -79,10 +79,10 @@ async fn rows_at_a_month_without_partition_land_in_default_then_move_to_their_mo
     p.stop().await;
 }
 
-/// The ledger (migration 20) is partitioned by the month in its version-7 journal ids: a
-/// journal at the last millisecond of the last month created lands in that month, one at the
+/// The ledger (migrations 20 and 22) is partitioned by the month in its version-7 journal
+/// ids: a journal at the last millisecond of the last month created lands in that month, one at the
 /// first millisecond after it in DEFAULT (the insert does not fail, the view says so);
-/// maintenance moves it with its postings into the month it attaches; no month's rows can be
+/// maintenance moves its transfer into the month it attaches; no month's rows can be
 /// updated or deleted, through the parent or the partition; ledger months are not detached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ledger_rows_past_the_last_month_land_in_default_then_move_to_their_month() {
@@ -99,7 +99,7 @@ async fn ledger_rows_past_the_last_month_land_in_default_then_move_to_their_mont
         (row.get(0), row.get(1))
     };
     let before_balance: Vec<(String, rust_decimal::Decimal)> = trial_balance(&p).await;
-    // Two journals either side of the boundary, each balanced, as the processor writes them.
+    // Two journals either side of the boundary, one transfer each, as the processor writes them.
     let ids: Vec<uuid::Uuid> = p
         .db
         .query(
@@ -115,16 +115,10 @@ async fn ledger_rows_past_the_last_month_land_in_default_then_move_to_their_mont
         .map(|r| r.get(0))
         .collect();
     p.db.execute(
-        "INSERT INTO paystream.journal (id, kind, reference) SELECT id, 'test', 'boundary/' || id FROM unnest($1::uuid[]) id",
-        &[&ids],
-    )
-    .await
-    .unwrap();
-    p.db.execute(
-        "INSERT INTO paystream.posting (journal_id, line, account, currency, amount)
-         SELECT id, l, CASE l WHEN 0 THEN 'provider_clearing:test' ELSE 'unapplied_cash:test' END, 'BRL',
-                CASE l WHEN 0 THEN 1.00 ELSE -1.00 END
-         FROM unnest($1::uuid[]) id, generate_series(0, 1) l",
+        "INSERT INTO paystream.transfer (journal_id, seq, kind, reference, debit_line, debit_account, credit_line,
+                                         credit_account, currency, amount)
+         SELECT id, 0, 'test', 'boundary/' || id, 0, 'provider_clearing:test', 1, 'unapplied_cash:test', 'BRL', 1.00
+         FROM unnest($1::uuid[]) id",
         &[&ids],
     )
     .await
@@ -132,29 +126,29 @@ async fn ledger_rows_past_the_last_month_land_in_default_then_move_to_their_mont
     let home = |id: uuid::Uuid| {
         let db = &p.db;
         async move {
-            db.query_one("SELECT tableoid::regclass::text FROM paystream.journal WHERE id = $1", &[&id])
+            db.query_one("SELECT tableoid::regclass::text FROM paystream.transfer WHERE journal_id = $1", &[&id])
                 .await
                 .unwrap()
                 .get::<_, String>(0)
         }
     };
-    assert_eq!(home(ids[0]).await, format!("paystream.journal_p{last}"));
-    assert_eq!(home(ids[1]).await, "paystream.journal_default");
-    assert_eq!((in_default(&p, "journal").await, in_default(&p, "posting").await), (1, 2), "the inserts did not fail");
+    assert_eq!(home(ids[0]).await, format!("paystream.transfer_p{last}"));
+    assert_eq!(home(ids[1]).await, "paystream.transfer_default");
+    assert_eq!(in_default(&p, "transfer").await, 1, "the insert did not fail");
     let (ok, out, _) = cli(&p.config, &["partitions", "status"]);
     assert!(!ok && out.contains("rows in DEFAULT"), "{out}");
 
     let (ok, out, err) = cli(&p.config, &["partitions", "maintain"]);
     assert!(ok, "{out}\n{err}");
-    assert!(out.contains(&format!("journal_p{next}")) && out.contains(&format!("posting_p{next}")), "{out}");
-    assert_eq!((in_default(&p, "journal").await, in_default(&p, "posting").await), (0, 0));
-    assert_eq!(home(ids[1]).await, format!("paystream.journal_p{next}"));
+    assert!(out.contains(&format!("transfer_p{next}")), "{out}");
+    assert_eq!(in_default(&p, "transfer").await, 0);
+    assert_eq!(home(ids[1]).await, format!("paystream.transfer_p{next}"));
     let moved: i64 =
-        p.db.query_one(&format!("SELECT count(*) FROM paystream.posting_p{next} WHERE journal_id = $1"), &[&ids[1]])
+        p.db.query_one("SELECT count(*) FROM paystream.posting WHERE journal_id = $1", &[&ids[1]])
             .await
             .unwrap()
             .get(0);
-    assert_eq!(moved, 2);
+    assert_eq!(moved, 2, "the moved journal's two lines");
     let mut expected = before_balance.clone();
     for (_, total) in expected.iter_mut() {
         *total += rust_decimal::Decimal::new(200, 2);
@@ -163,18 +157,18 @@ async fn ledger_rows_past_the_last_month_land_in_default_then_move_to_their_mont
 
     // Append-only through the partitions as through the parent, even for the superuser.
     for statement in [
-        format!("DELETE FROM paystream.journal_p{next}"),
-        format!("UPDATE paystream.posting_p{next} SET amount = amount"),
-        format!("DELETE FROM paystream.posting_p{last}"),
-        "UPDATE paystream.journal SET kind = kind".to_owned(),
+        format!("DELETE FROM paystream.transfer_p{next}"),
+        format!("UPDATE paystream.transfer_p{next} SET amount = amount"),
+        format!("DELETE FROM paystream.transfer_p{last}"),
+        "UPDATE paystream.transfer SET kind = kind".to_owned(),
     ] {
         let e = p.db.execute(statement.as_str(), &[]).await.expect_err(&statement);
         assert_eq!(e.code(), Some(&tokio_postgres::error::SqlState::RESTRICT_VIOLATION), "{statement}: {e}");
     }
-    // Balances are sums over every posting: the ledger's months stay attached.
+    // Balances are sums over every transfer: the ledger's months stay attached.
     let (ok, out, err) = cli(&p.config, &["partitions", "detach", "--before", "2100-01-01"]);
     assert!(ok, "{out}\n{err}");
-    assert!(!out.contains("journal_p") && !out.contains("posting_p"), "{out}");
+    assert!(!out.contains("transfer_p"), "{out}");
     p.stop().await;
 }
 

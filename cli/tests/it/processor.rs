@@ -506,57 +506,60 @@ async fn redelivery_out_of_order_across_a_rebalance_applies_once() {
     assert_exact(&db, &load).await;
 }
 
-/// The database refuses what would break the ledger, whoever writes it: a posting whose
-/// journal does not exist, a journal whose postings do not sum to zero, and any update,
-/// delete or truncation of journals and postings (append-only). Each with its SQLSTATE, so
-/// that the processor's disposition (reject) applies.
+/// The database refuses what would break the ledger, whoever writes it: a transfer of no
+/// money or of a negative amount, one from a journal line to itself, a journal's transfer
+/// written twice, and any update, delete or truncation of transfers (append-only). Half a
+/// journal has nowhere to go: a transfer is both its sides, and the views `journal` and
+/// `posting` take no rows. Each with its SQLSTATE, so that the processor's disposition
+/// (reject) applies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ledger_refuses_orphans_imbalance_and_rewrites() {
+async fn ledger_refuses_one_sided_amounts_and_rewrites() {
     use tokio_postgres::error::SqlState;
-    let (_, mut db) = setup().await;
+    let (_, db) = setup().await;
     let journal = Uuid::now_v7();
-    let insert_postings = "INSERT INTO paystream.posting (journal_id, line, account, currency, amount)
-                           SELECT $1, l, a, 'BRL', m FROM unnest($2::smallint[], $3::text[], $4::numeric[]) AS u(l, a, m)";
-    let lines: Vec<i16> = vec![1, 2];
-    let accounts = vec!["provider_clearing:t".to_owned(), "receivable:t".to_owned()];
+    let insert = "INSERT INTO paystream.transfer (journal_id, seq, kind, reference, debit_line, debit_account,
+                                                  credit_line, credit_account, currency, amount)
+                  VALUES ($1, $2, 'test', 't', 0, 'provider_clearing:t', $3, 'receivable:t', 'BRL', $4)";
     let code = |e: tokio_postgres::Error| e.code().cloned();
+    let refused = |r: Result<u64, tokio_postgres::Error>| r.map_err(code).err().flatten();
 
-    let tx = db.transaction().await.unwrap();
-    let orphan = tx.execute(insert_postings, &[&journal, &lines, &accounts, &vec![Decimal::ONE, -Decimal::ONE]]).await;
-    assert_eq!(orphan.map_err(code).err().flatten(), Some(SqlState::FOREIGN_KEY_VIOLATION), "posting without journal");
-    drop(tx);
-
-    let tx = db.transaction().await.unwrap();
-    tx.execute("INSERT INTO paystream.journal (id, kind, reference) VALUES ($1, 'test', 't')", &[&journal])
-        .await
-        .unwrap();
-    let unbalanced =
-        tx.execute(insert_postings, &[&journal, &lines, &accounts, &vec![Decimal::ONE, Decimal::new(-99, 2)]]).await;
-    assert_eq!(unbalanced.map_err(code).err().flatten(), Some(SqlState::CHECK_VIOLATION), "unbalanced journal");
-    drop(tx);
-
-    let tx = db.transaction().await.unwrap();
-    tx.execute("INSERT INTO paystream.journal (id, kind, reference) VALUES ($1, 'test', 't')", &[&journal])
-        .await
-        .unwrap();
-    tx.execute(insert_postings, &[&journal, &lines, &accounts, &vec![Decimal::ONE, -Decimal::ONE]]).await.unwrap();
-    tx.commit().await.unwrap();
-    for rewrite in [
-        "UPDATE paystream.posting SET amount = 2 WHERE journal_id = $1",
-        "DELETE FROM paystream.posting WHERE journal_id = $1",
-        "DELETE FROM paystream.journal WHERE id = $1",
-    ] {
-        let refused = db.execute(rewrite, &[&journal]).await;
-        assert_eq!(refused.map_err(code).err().flatten(), Some(SqlState::RESTRICT_VIOLATION), "{rewrite}");
+    for amount in [Decimal::ZERO, -Decimal::ONE] {
+        let r = db.execute(insert, &[&journal, &0i16, &1i16, &amount]).await;
+        assert_eq!(refused(r), Some(SqlState::CHECK_VIOLATION), "amount {amount}");
     }
-    let truncate = db.batch_execute("TRUNCATE paystream.posting").await;
+    let to_itself = db.execute(insert, &[&journal, &0i16, &0i16, &Decimal::ONE]).await;
+    assert_eq!(refused(to_itself), Some(SqlState::CHECK_VIOLATION), "a line to itself");
+    for view in [
+        "INSERT INTO paystream.posting (journal_id, line, account, currency, amount) VALUES ($1, 0, 'a', 'BRL', 1)",
+        "INSERT INTO paystream.journal (id, kind, reference) VALUES ($1, 'test', 't')",
+    ] {
+        assert!(db.execute(view, &[&journal]).await.is_err(), "{view}");
+    }
+
+    db.execute(insert, &[&journal, &0i16, &1i16, &Decimal::ONE]).await.unwrap();
+    let twice = db.execute(insert, &[&journal, &0i16, &1i16, &Decimal::ONE]).await;
+    assert_eq!(refused(twice), Some(SqlState::UNIQUE_VIOLATION), "the same transfer twice");
+    for rewrite in [
+        "UPDATE paystream.transfer SET amount = 2 WHERE journal_id = $1",
+        "DELETE FROM paystream.transfer WHERE journal_id = $1",
+    ] {
+        let r = db.execute(rewrite, &[&journal]).await;
+        assert_eq!(refused(r), Some(SqlState::RESTRICT_VIOLATION), "{rewrite}");
+    }
+    let truncate = db.batch_execute("TRUNCATE paystream.transfer").await;
     assert_eq!(truncate.map_err(code).err().flatten(), Some(SqlState::RESTRICT_VIOLATION), "truncate");
-    let balance: Decimal = db
-        .query_one("SELECT coalesce(sum(amount), 0) FROM paystream.posting WHERE journal_id = $1", &[&journal])
+    let lines: Vec<(i16, String, Decimal)> = db
+        .query("SELECT line, account, amount FROM paystream.posting WHERE journal_id = $1 ORDER BY line", &[&journal])
         .await
         .unwrap()
-        .get(0);
-    assert_eq!(balance, Decimal::ZERO, "the balanced journal stands as written");
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![(0, "provider_clearing:t".to_owned(), Decimal::ONE), (1, "receivable:t".to_owned(), -Decimal::ONE)],
+        "the journal stands as written, its two lines in the posting view"
+    );
 }
 
 /// PostgreSQL is down for 45 s, longer than the consumer's `max.poll.interval.ms` (30 s),

@@ -63,16 +63,16 @@ async fn each_role_is_refused_what_it_must_not_do() {
 
     for role in LOGIN_ROLES {
         let c = connect_as(&config, role).await;
-        refused(&c, role, "ALTER TABLE paystream.posting DISABLE TRIGGER posting_append_only").await;
-        refused(&c, role, "ALTER TABLE paystream.journal DISABLE TRIGGER USER").await;
-        refused(&c, role, "DROP TRIGGER journal_append_only ON paystream.journal").await;
+        refused(&c, role, "ALTER TABLE paystream.transfer DISABLE TRIGGER transfer_append_only").await;
+        refused(&c, role, "ALTER TABLE paystream.transfer DISABLE TRIGGER USER").await;
+        refused(&c, role, "DROP TRIGGER transfer_append_only_row ON paystream.transfer").await;
         refused(&c, role, "ALTER TABLE paystream.payment ADD COLUMN note text").await;
         refused(&c, role, "ALTER TABLE paystream.payment DISABLE ROW LEVEL SECURITY").await;
         refused(&c, role, "CREATE TABLE paystream.intruder (a int)").await;
         refused(&c, role, "SET session_replication_role = replica").await;
-        refused(&c, role, "UPDATE paystream.posting SET amount = amount").await;
-        refused(&c, role, "DELETE FROM paystream.journal").await;
-        refused(&c, role, "TRUNCATE paystream.posting").await;
+        refused(&c, role, "UPDATE paystream.transfer SET amount = amount").await;
+        refused(&c, role, "DELETE FROM paystream.transfer").await;
+        refused(&c, role, "TRUNCATE paystream.transfer").await;
         refused(
             &c,
             role,
@@ -88,7 +88,7 @@ async fn each_role_is_refused_what_it_must_not_do() {
     }
 
     let processor = connect_as(&config, "paystream_processor").await;
-    refused(&processor, "processor", "UPDATE paystream.journal SET kind = kind").await;
+    refused(&processor, "processor", "UPDATE paystream.transfer SET kind = kind").await;
     refused(&processor, "processor", "UPDATE paystream.installment SET amount_due = amount_due").await;
     refused(&processor, "processor", "DELETE FROM paystream.payment").await;
     refused(&processor, "processor", "UPDATE paystream.dead_letter SET reason = reason").await;
@@ -107,13 +107,16 @@ async fn each_role_is_refused_what_it_must_not_do() {
     refused(
         &relay,
         "relay",
-        "INSERT INTO paystream.journal (id, kind, reference) VALUES (gen_random_uuid(), 'x', 'y')",
+        "INSERT INTO paystream.transfer (journal_id, seq, kind, reference, debit_line, debit_account, credit_line,
+             credit_account, currency, amount) VALUES (gen_random_uuid(), 0, 'x', 'y', 0, 'a', 1, 'b', 'BRL', 1)",
     )
     .await;
     allowed(&relay, "relay", "SELECT pending FROM paystream.outbox_backlog").await;
 
     let reader = connect_as(&config, "paystream_reader").await;
-    for table in ["payment", "installment", "contract", "journal", "posting", "outbox", "dead_letter", "reversal"] {
+    for table in
+        ["payment", "installment", "contract", "transfer", "journal", "posting", "outbox", "dead_letter", "reversal"]
+    {
         refused(&reader, "reader", &format!("SELECT 1 FROM paystream.{table}")).await;
     }
     for view in ["trial_balance", "account_balances", "outbox_backlog", "dead_letters", "installments"] {

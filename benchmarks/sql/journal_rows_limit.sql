@@ -1,15 +1,21 @@
--- pgbench: rows_limit.sql with the ledger as one transfer row a payment (debit the provider's
--- clearing account, credit the contract's receivable) in place of a journal and its two
--- postings; everything else the same. Needs transfer_rows_setup.sql after rows_setup.sql.
+-- pgbench: rows_limit.sql with the ledger as it was before migration 22, a journal row and
+-- its two postings a payment (with migration 5's per-statement check) in place of one
+-- transfer; everything else the same. Needs journal_rows_setup.sql after rows_setup.sql.
 \set run random(1, 2000000000)
 BEGIN;
--- Version-7 transfer ids of this millisecond (the ledger's partition key), a sequence below.
-WITH t AS (SELECT left(replace(paystream.uuid_v7_floor(now())::text, '-', ''), 12) AS ms)
-INSERT INTO bench_rows.transfer (id, kind, reference, debit_account, credit_account, currency, amount)
-SELECT (t.ms || '70008000' || lpad(to_hex(nextval('bench_rows.ids')), 12, '0'))::uuid,
-       'payment', 'bench/b_' || :run || '_' || g, 'provider_clearing:bench',
-       'receivable:' || md5('bench/b_' || :run || '_' || g)::uuid, 'BRL', 0.01
-FROM t, generate_series(1, 100) g;
+-- Version-7 journal ids of this millisecond (the ledger's partition key), a sequence below.
+WITH t AS (SELECT left(replace(paystream.uuid_v7_floor(now())::text, '-', ''), 12) AS ms),
+j AS (
+    INSERT INTO bench_journal.journal (id, kind, reference)
+    SELECT (t.ms || '70008000' || lpad(to_hex(nextval('bench_rows.ids')), 12, '0'))::uuid,
+           'payment', 'bench/b_' || :run || '_' || g
+    FROM t, generate_series(1, 100) g
+    RETURNING id, reference
+)
+INSERT INTO bench_journal.posting (journal_id, line, account, currency, amount)
+SELECT j.id, l.line, CASE l.line WHEN 1 THEN 'provider_clearing:bench' ELSE 'receivable:' || md5(j.reference)::uuid END,
+       'BRL', l.amount
+FROM j, (VALUES (1::smallint, 0.01), (2::smallint, -0.01)) AS l (line, amount);
 INSERT INTO bench_rows.payment (provider, provider_payment_id, installment_id, rail, amount, currency, status,
                                 amount_applied, journal_id, occurred_at, source_partition, source_offset)
 SELECT 'bench', 'b_' || :run || '_' || g, md5('bench_rows/i/' || (1 + floor(random() * 100000)::int))::uuid, 'pix',
