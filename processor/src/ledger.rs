@@ -119,27 +119,23 @@ impl Journal {
 /// split the journals written before it the same way, so the two agree on old and new
 /// journals. `postings` must balance (`Journal::check`).
 pub fn pair_lines(postings: &[(String, Decimal)]) -> Vec<(usize, usize, Decimal)> {
-    let debits: Vec<(usize, Decimal)> =
+    // Each line with what is left of it to pair.
+    let mut debits: Vec<(usize, Decimal)> =
         postings.iter().enumerate().filter(|(_, (_, a))| a.is_sign_positive()).map(|(i, (_, a))| (i, *a)).collect();
-    let credits: Vec<(usize, Decimal)> =
+    let mut credits: Vec<(usize, Decimal)> =
         postings.iter().enumerate().filter(|(_, (_, a))| a.is_sign_negative()).map(|(i, (_, a))| (i, -*a)).collect();
     let mut pairs = Vec::with_capacity(debits.len().max(credits.len()));
     let (mut d, mut c) = (0, 0);
-    // What is left of the current line on each side.
-    let (mut d_left, mut c_left) =
-        (debits.first().map_or(Decimal::ZERO, |x| x.1), credits.first().map_or(Decimal::ZERO, |x| x.1));
     while d < debits.len() && c < credits.len() {
-        let amount = d_left.min(c_left);
+        let amount = debits[d].1.min(credits[c].1);
         pairs.push((debits[d].0, credits[c].0, amount));
-        d_left -= amount;
-        c_left -= amount;
-        if d_left.is_zero() {
+        debits[d].1 -= amount;
+        credits[c].1 -= amount;
+        if debits[d].1.is_zero() {
             d += 1;
-            d_left = debits.get(d).map_or(Decimal::ZERO, |x| x.1);
         }
-        if c_left.is_zero() {
+        if credits[c].1.is_zero() {
             c += 1;
-            c_left = credits.get(c).map_or(Decimal::ZERO, |x| x.1);
         }
     }
     pairs
