@@ -333,6 +333,12 @@ pub fn migrations_digest() -> String {
 /// Applies every pending migration, each in its own transaction, under an advisory lock so
 /// that several processes starting at once do not race. Returns how many were applied.
 pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<usize, PostgresError> {
+    migrate_up_to(client, i32::MAX).await
+}
+
+/// [`migrate`], stopping after migration `last`: a database as an older release left it,
+/// for the tests of migrations that convert data.
+pub async fn migrate_up_to(client: &mut tokio_postgres::Client, last: i32) -> Result<usize, PostgresError> {
     use sha2::{Digest, Sha256};
     // The key is arbitrary but fixed: it names "paystream migrations" among advisory locks.
     const LOCK_KEY: i64 = 0x7061_7973_7472_6d31;
@@ -349,7 +355,7 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<usize, Postg
             )
             .await?;
         let mut applied = 0;
-        for m in MIGRATIONS {
+        for m in MIGRATIONS.iter().filter(|m| m.version <= last) {
             let checksum = hex::encode(Sha256::digest(m.sql.as_bytes()));
             let row = client
                 .query_opt("SELECT checksum FROM paystream.schema_migration WHERE version = $1", &[&m.version])

@@ -2,12 +2,11 @@
 //! before them.
 
 use rust_decimal::Decimal;
-use sha2::{Digest, Sha256};
 
 use crate::harness::{cli, connect_db};
 
-/// A database migrated up to `version` (inclusive), recorded as the runner records it, so
-/// that `migrate` then applies only the rest.
+/// A database migrated up to `version` (inclusive), so that `migrate` then applies only the
+/// rest.
 async fn database_at(version: i32) -> paystream_common::config::Config {
     let mut config = paystream_common::testing::isolated_config().await;
     let fresh = config.postgres.url.clone();
@@ -16,26 +15,7 @@ async fn database_at(version: i32) -> paystream_common::config::Config {
     admin.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
     config.postgres.url = format!("{}/{name}", fresh.rsplit_once('/').unwrap().0);
     let mut db = connect_db(&config).await;
-    db.batch_execute(
-        "CREATE SCHEMA paystream;
-         CREATE TABLE paystream.schema_migration (version integer PRIMARY KEY, name text NOT NULL,
-             checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
-    )
-    .await
-    .unwrap();
-    for m in paystream_common::postgres::MIGRATIONS.iter().filter(|m| m.version <= version) {
-        let tx = db.transaction().await.unwrap();
-        tx.batch_execute(m.sql).await.unwrap();
-        let checksum = hex::encode(Sha256::digest(m.sql.as_bytes()));
-        tx.execute(
-            "INSERT INTO paystream.schema_migration (version, name, checksum) VALUES ($1, $2, $3)",
-            &[&m.version, &m.name, &checksum],
-        )
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
-    }
-    db.batch_execute("CALL paystream.apply_role_privileges()").await.unwrap();
+    paystream_common::postgres::migrate_up_to(&mut db, version).await.unwrap();
     config
 }
 
