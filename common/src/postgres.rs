@@ -137,10 +137,14 @@ fn client_config(
         .keepalives_interval(Duration::from_secs(5))
         .keepalives_retries(3)
         .tcp_user_timeout(Duration::from_millis(config.tcp_user_timeout_ms));
-    pg.options(format!(
+    let mut options = format!(
         "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
         config.statement_timeout_ms, config.idle_in_transaction_timeout_ms
-    ));
+    );
+    if let Some(mode) = config.plan_cache_mode {
+        options.push_str(&format!(" -c plan_cache_mode={}", mode.as_str()));
+    }
+    pg.options(options);
     match application_name {
         Some(name) => {
             pg.application_name(name);

@@ -37,7 +37,7 @@ pub use error::{ApplyError, ProcessorError};
 /// Runs the processor until `shutdown` or a fatal error.
 pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Result<(), ProcessorError> {
     kafka::ensure_topics(&config.kafka, Duration::from_secs(30)).await?;
-    let pool = postgres::pool(&config.postgres.as_part(DbPart::Processor))?;
+    let pool = pool(&config)?;
     let readiness = Readiness::default();
     spawn_admin(admin, readiness.clone(), shutdown.clone());
     telemetry::register();
@@ -46,6 +46,13 @@ pub async fn run(config: Config, admin: TcpListener, shutdown: Shutdown) -> Resu
     let result = consumer::consume(&config, pool, shutdown).await;
     tracing::info!("processor stopped");
     result
+}
+
+/// The processor's connection pool: its login role, and its sessions' `plan_cache_mode`.
+pub fn pool(config: &Config) -> Result<deadpool_postgres::Pool, postgres::PostgresError> {
+    let mut database = config.postgres.as_part(DbPart::Processor);
+    database.plan_cache_mode = Some(config.processor.plan_cache_mode);
+    postgres::pool(&database)
 }
 
 fn spawn_readiness_probe(pool: deadpool_postgres::Pool, readiness: Readiness, shutdown: Shutdown) {

@@ -170,6 +170,24 @@ async fn seed_is_not_bound_by_the_services_statement_timeout() {
     assert_eq!(count(&db, "SELECT count(*) FROM paystream.installment").await, 24_000);
 }
 
+/// The processor's sessions plan its prepared statements once (`processor.plan_cache_mode`,
+/// generic by default), and the setting reaches the server as configured. With the
+/// server's `auto`, its key-array statements were planned again at every execution.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processor_sessions_use_the_configured_plan_cache_mode() {
+    paystream_common::telemetry::init_tracing();
+    let mut config = paystream_common::testing::isolated_config().await;
+    let show = |config: Config| async move {
+        let pool = paystream_processor::pool(&config).unwrap();
+        let client = pool.get().await.unwrap();
+        let mode: String = client.query_one("SHOW plan_cache_mode", &[]).await.unwrap().get(0);
+        mode
+    };
+    assert_eq!(show(config.clone()).await, "force_generic_plan");
+    config.processor.plan_cache_mode = paystream_common::config::PlanCacheMode::Auto;
+    assert_eq!(show(config).await, "auto");
+}
+
 /// kill -9 of the processor in the middle of a load, twice, then a restart: no payment lost
 /// or doubled, poison kept, the balance exact. The load is 10,018 messages: 8,750 distinct
 /// payments, 1,250 redeliveries and 18 poison messages.
