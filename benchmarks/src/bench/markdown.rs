@@ -242,18 +242,29 @@ fn cpu(out: &mut String, e: &EdgeResult) {
 fn scaling(out: &mut String, r: &Report) {
     let Some(points) = &r.scaling else { return };
     let seed = r.seed_uniform.as_ref().map(PeerRuns::rate).filter(|v| *v > 0.0);
-    let _ = writeln!(out, "\nScaling (pre-filled topic of 12 partitions, processor members as separate processes):\n");
-    let _ = writeln!(out, "| members | installments | payments/s | / seed design, uniform | batch apply p99 |");
-    let _ = writeln!(out, "|---|---|---|---|---|");
+    let _ = writeln!(out, "\nScaling (pre-filled topic of 12 partitions, processor members as separate processes; 1, 2 and 4 members in interleaved rounds):\n");
+    let _ = writeln!(
+        out,
+        "| members | installments | payments/s (median of the rounds) | each round | / seed design, uniform | payments a transaction | batch apply p99 |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let finished = |rate: Option<f64>| rate.map_or("did not finish".to_owned(), thousands);
     for p in points {
-        let rate = p.payments_per_s.map_or("did not finish".to_owned(), thousands);
+        let rate = finished(p.payments_per_s);
+        let rounds: Vec<String> = p.rounds.iter().map(|r| finished(*r)).collect();
+        let rounds = if rounds.is_empty() { "-".to_owned() } else { rounds.join(", ") };
         let ratio = match (p.payments_per_s, seed) {
             (Some(v), Some(s)) => format!("{:.2}", v / s),
             _ => "-".into(),
         };
         let p99 = p.batch_p99_ms.map_or("-".to_owned(), |ms| format!("≤ {ms:.0} ms"));
-        let _ =
-            writeln!(out, "| {} | {} | {rate} | {ratio} | {p99} |", p.members, thousands(f64::from(p.installments)));
+        let size = p.payments_per_transaction.map_or("-".to_owned(), |n| format!("{n:.0}"));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {rate} | {rounds} | {ratio} | {size} | {p99} |",
+            p.members,
+            thousands(f64::from(p.installments))
+        );
     }
     let _ = writeln!(out, "\n![scaling](bench-scaling.svg)");
 }

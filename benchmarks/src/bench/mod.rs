@@ -82,6 +82,8 @@ pub struct Sizes {
     pub scaling_messages: u64,
     /// Installments of the first scaling runs (then 10x and 100x).
     pub scaling_installments: i32,
+    /// Interleaved rounds of the 1, 2 and 4 member runs.
+    pub scaling_rounds: usize,
     /// Installments of each lifecycle book (a tenth overdue).
     pub lifecycle_installments: u64,
 }
@@ -99,6 +101,7 @@ impl Sizes {
         concurrency: 64,
         scaling_messages: 50_000,
         scaling_installments: 10_000,
+        scaling_rounds: 3,
         lifecycle_installments: 1_000_000,
     };
 
@@ -114,6 +117,7 @@ impl Sizes {
         concurrency: 64,
         scaling_messages: 20_000,
         scaling_installments: 1_000,
+        scaling_rounds: 1,
         lifecycle_installments: 100_000,
     };
 }
@@ -245,7 +249,13 @@ pub async fn all(
         report.edge = Some(edge.await?);
     }
     if parts.contains(&Part::Scaling) {
-        let points = scaling::scaling(config, binaries, sizes.scaling_messages, sizes.scaling_installments);
+        let points = scaling::scaling(
+            config,
+            binaries,
+            sizes.scaling_messages,
+            sizes.scaling_installments,
+            sizes.scaling_rounds,
+        );
         report.scaling = Some(points.await?);
     }
     if parts.contains(&Part::Lifecycle) {
