@@ -961,6 +961,15 @@ mod tests {
         assert!(refused.contains("plan_cache_mode") && refused.contains("force_generic_plan"), "{refused}");
     }
 
+    /// A partition's batch may fill a whole transaction by default: a group member owning
+    /// few partitions then still runs transactions as large as one owning them all.
+    #[test]
+    fn partition_batches_may_fill_a_transaction_by_default() {
+        let config: Config = Figment::from(Toml::string(DEFAULTS)).extract().unwrap();
+        assert_eq!(config.processor.batch_max, config.processor.transaction_max);
+        assert!(config.processor.queued_max >= config.processor.transactions * config.processor.transaction_max);
+    }
+
     /// The local stack's file validates: its secrets are allowed there, on loopback.
     #[test]
     fn dev_configuration_is_valid_on_loopback() {

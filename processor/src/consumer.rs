@@ -512,9 +512,9 @@ impl Worker {
         if self.check_position(first).await?.is_none() {
             return Ok(()); // stopping
         }
-        let mut batch: Vec<Message> = Vec::with_capacity(self.batch_max);
+        let mut batch: Vec<Message> = Vec::new();
         // Released (room for more messages) once the batch committed or was abandoned.
-        let mut permits: Vec<OwnedSemaphorePermit> = Vec::with_capacity(self.batch_max);
+        let mut permits: Vec<OwnedSemaphorePermit> = Vec::new();
         // A consumer may be handed records it was handed already (librdkafka refetches after
         // a seek or a broker failover); an offset at or below the last one queued here is
         // such a repeat, and dropping it is right on any broker.
@@ -551,7 +551,9 @@ impl Worker {
             if batch.is_empty() {
                 continue;
             }
-            let messages = Arc::new(std::mem::replace(&mut batch, Vec::with_capacity(self.batch_max)));
+            // Grown as needed: at low rates a batch holds a few messages, and a batch_max-sized
+            // buffer in every partition's worker would be memory held for nothing.
+            let messages = Arc::new(std::mem::take(&mut batch));
             match self.commit_shared(messages.clone()).await {
                 Ok(true) => {}
                 Ok(false) => return Ok(()), // shutting down: the batch stays uncommitted
