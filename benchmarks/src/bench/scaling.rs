@@ -8,6 +8,7 @@
 //! installments were written to: a million new rows otherwise start autovacuum during the
 //! run, and the point would measure that instead of the table's size.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
@@ -52,46 +53,36 @@ pub async fn scaling(
     base_installments: i32,
     rounds: usize,
 ) -> Result<Vec<ScalingPoint>, BenchError> {
-    let mut runs: Vec<(usize, i32, Run)> = Vec::new();
+    // Keyed by (installments, members): the points come out in the report's order.
+    let mut runs: BTreeMap<(i32, usize), Vec<Run>> = BTreeMap::new();
     for round in 0..rounds.max(1) {
         for i in 0..MEMBERS.len() {
             // Rotated so that no member count always runs first or last in a round.
             let members = MEMBERS[(round + i) % MEMBERS.len()];
-            runs.push((members, base_installments, run(config, binaries, messages, members, base_installments).await?));
+            let r = run(config, binaries, messages, members, base_installments).await?;
+            runs.entry((base_installments, members)).or_default().push(r);
         }
     }
     for spread in [base_installments * 10, base_installments * 100] {
-        runs.push((1, spread, run(config, binaries, messages, 1, spread).await?));
+        let r = run(config, binaries, messages, 1, spread).await?;
+        runs.entry((spread, 1)).or_default().push(r);
     }
-    let mut points: Vec<ScalingPoint> = Vec::new();
-    let mut totals: Vec<(f64, f64)> = Vec::new();
-    for (members, installments, r) in runs {
-        let index = match points.iter().position(|p| p.members == members && p.installments == installments) {
-            Some(index) => index,
-            None => {
-                points.push(ScalingPoint {
-                    members,
-                    installments,
-                    payments_per_s: None,
-                    rounds: Vec::new(),
-                    batch_p99_ms: None,
-                    payments_per_transaction: None,
-                });
-                totals.push((0.0, 0.0));
-                points.len() - 1
+    let points = runs
+        .into_iter()
+        .map(|((installments, members), runs)| {
+            let rounds: Vec<Option<f64>> = runs.iter().map(|r| r.payments_per_s).collect();
+            let applied: f64 = runs.iter().map(|r| r.messages).sum();
+            let transactions: f64 = runs.iter().map(|r| r.transactions).sum();
+            ScalingPoint {
+                members,
+                installments,
+                payments_per_s: median(&rounds),
+                rounds,
+                batch_p99_ms: runs.iter().fold(None, |p99, r| max(p99, r.batch_p99_ms)),
+                payments_per_transaction: Some(applied / transactions).filter(|v| v.is_finite()),
             }
-        };
-        let point = &mut points[index];
-        point.rounds.push(r.payments_per_s);
-        point.batch_p99_ms = max(point.batch_p99_ms, r.batch_p99_ms);
-        totals[index].0 += r.messages;
-        totals[index].1 += r.transactions;
-    }
-    for (point, (messages, transactions)) in points.iter_mut().zip(totals) {
-        point.payments_per_s = median(&point.rounds);
-        point.payments_per_transaction = Some(messages / transactions).filter(|v| v.is_finite());
-    }
-    points.sort_by_key(|p| (p.installments, p.members));
+        })
+        .collect();
     Ok(points)
 }
 
@@ -179,6 +170,7 @@ fn batch_p99_ms(metrics: &str) -> Option<f64> {
 fn sample(metrics: &str, name: &str) -> Option<f64> {
     metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
