@@ -30,10 +30,17 @@ pub(super) async fn plan(config: &Config, opts: &Options, format: PayloadFormat)
     let rows = client
         .query(
             // What is owed, charges included; overdue installments too (their payments pay
-            // the charges first, then principal).
-            "SELECT id, amount_due - amount_paid + late_fee - late_fee_paid + interest - interest_paid, \
-                    currency::text FROM paystream.installments \
-             WHERE status IN ('open', 'partially_paid', 'overdue') ORDER BY contract_id, seq LIMIT $1",
+            // the charges first, then principal). Whole contracts' installments, sent
+            // interleaved across the contracts (every contract's first, then every second):
+            // sent contract by contract, a contract's installments arrived back to back, each
+            // keyed to its own partition, and the transactions paying them queued on the
+            // contract's lock, which payers spread over months never cause.
+            "SELECT id, owed, currency FROM ( \
+                 SELECT id, contract_id, seq, currency::text AS currency, \
+                        amount_due - amount_paid + late_fee - late_fee_paid + interest - interest_paid AS owed \
+                 FROM paystream.installments \
+                 WHERE status IN ('open', 'partially_paid', 'overdue') ORDER BY contract_id, seq LIMIT $1 \
+             ) picked ORDER BY seq, contract_id",
             &[&limit],
         )
         .await?;
