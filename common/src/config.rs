@@ -386,6 +386,10 @@ pub struct ProcessorConfig {
     /// Messages in one transaction, at most, counted in whole partition batches: a
     /// transaction stops taking batches once it holds this many.
     pub transaction_max: usize,
+    /// Messages the waiting batches must hold for a transaction to start beside one in
+    /// flight (capped at `transaction_max`); fewer wait for it to end and go into the next
+    /// transaction. 1 overlaps transactions whenever anything waits.
+    pub overlap_min: usize,
     /// Longest pause between retries of a batch that failed for a transient reason.
     pub retry_backoff_max_ms: u64,
     /// Start newly assigned partitions at the position stored in PostgreSQL (at the
@@ -816,6 +820,7 @@ impl Config {
             "processor.transactions must be 1..=postgres.pool_size",
         );
         check((1..=100_000).contains(&self.processor.transaction_max), "processor.transaction_max must be 1..=100000");
+        check((1..=100_000).contains(&self.processor.overlap_min), "processor.overlap_min must be 1..=100000");
         check((1..=8).contains(&self.relay.workers), "relay.workers must be 1..=8");
         // Each worker has at most one batch awaiting acks; together they must fit the
         // producer's queue, or sends would fail with a full queue instead of waiting.
@@ -959,6 +964,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(refused.contains("plan_cache_mode") && refused.contains("force_generic_plan"), "{refused}");
+    }
+
+    /// Transactions overlap only for groups worth a transaction of their own by default; 0
+    /// is refused (1 already overlaps them whenever anything waits).
+    #[test]
+    fn overlapping_transactions_need_a_group_of_their_own() {
+        let config: Config = Figment::from(Toml::string(DEFAULTS)).extract().unwrap();
+        assert!((2..=config.processor.transaction_max).contains(&config.processor.overlap_min));
+        let mut zero = config.clone();
+        zero.processor.overlap_min = 0;
+        assert!(zero.validate().unwrap_err().to_string().contains("processor.overlap_min"));
     }
 
     /// A partition's batch may fill a whole transaction by default: a group member owning

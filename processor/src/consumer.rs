@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
@@ -23,7 +23,7 @@ use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use paystream_common::config::Config;
@@ -220,11 +220,14 @@ pub async fn consume(config: &Config, pool: Pool, shutdown: Shutdown) -> Result<
     // partitions this member owns.
     let (commit, pending) = mpsc::channel::<Pending>(1024);
     let pending = Arc::new(tokio::sync::Mutex::new(pending));
+    let in_flight = Arc::new(InFlight::default());
     for _ in 0..config.processor.transactions {
         let committer = Committer {
             pending: pending.clone(),
+            in_flight: in_flight.clone(),
             pool: pool.clone(),
             transaction_max: config.processor.transaction_max,
+            overlap_min: config.processor.overlap_min.min(config.processor.transaction_max),
             stop: fatal.clone(),
             template: template.clone(),
         };
@@ -334,12 +337,41 @@ struct Pending {
     done: oneshot::Sender<Result<(), String>>,
 }
 
+/// The committers' transactions in flight, and a signal each time one ends.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    ended: Notify,
+}
+
+/// Counts one transaction in flight for as long as it lives (a failed or cancelled
+/// transaction ends too).
+struct InFlightGuard<'a>(&'a InFlight);
+
+impl<'a> InFlightGuard<'a> {
+    fn new(in_flight: &'a InFlight) -> Self {
+        in_flight.count.fetch_add(1, Ordering::AcqRel);
+        Self(in_flight)
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+        // Wakes only a committer waiting now: a stored permit would end a later wait at once.
+        self.0.ended.notify_waiters();
+    }
+}
+
 /// Runs transactions one at a time, each holding every batch that was waiting when it began
 /// (up to `transaction_max` messages).
 struct Committer {
     pending: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>,
+    in_flight: Arc<InFlight>,
     pool: Pool,
     transaction_max: usize,
+    /// Messages a group needs to start beside a transaction in flight (`processor.overlap_min`).
+    overlap_min: usize,
     stop: Shutdown,
     /// Topics and keys for the follow-up of held reversals.
     template: Source,
@@ -359,12 +391,35 @@ impl Committer {
                 let Some(first) = first else { return Ok(()) };
                 let mut size = first.messages.len();
                 group.push(first);
-                while size < self.transaction_max {
-                    let Ok(next) = pending.try_recv() else { break };
-                    size += next.messages.len();
-                    group.push(next);
+                take_waiting(&mut pending, &mut group, &mut size, self.transaction_max);
+                // Beside a transaction in flight, a small group waits for it to end and takes
+                // what arrives meanwhile: at moderate rates one transaction of several
+                // payments costs PostgreSQL less CPU than small ones side by side, and that
+                // CPU was the queueing delay of everything else on the machine (measured at
+                // 600 payments/s: the processor's server CPU a quarter lower, end-to-end p99
+                // 58-94 ms against 173-257). A backlog fills groups past the threshold, and
+                // the transactions overlap as before.
+                while size < self.overlap_min {
+                    // Registered before the count is read, so that an end in between wakes it.
+                    let ended = self.in_flight.ended.notified();
+                    tokio::pin!(ended);
+                    ended.as_mut().enable();
+                    if self.in_flight.count.load(Ordering::Acquire) == 0 {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = self.stop.cancelled() => break,
+                        _ = &mut ended => break,
+                        next = pending.recv() => {
+                            let Some(next) = next else { break };
+                            size += next.messages.len();
+                            group.push(next);
+                            take_waiting(&mut pending, &mut group, &mut size, self.transaction_max);
+                        }
+                    }
                 }
             }
+            let _in_flight = InFlightGuard::new(&self.in_flight);
             let started = Instant::now();
             let parts: Vec<(&Source, &[Message])> = group.iter().map(|p| (&p.source, &p.messages[..])).collect();
             let result = async {
@@ -397,6 +452,15 @@ impl Committer {
                 let _ = p.done.send(reply.clone());
             }
         }
+    }
+}
+
+/// Adds the batches waiting now to `group`, until it holds `max` messages.
+fn take_waiting(pending: &mut mpsc::Receiver<Pending>, group: &mut Vec<Pending>, size: &mut usize, max: usize) {
+    while *size < max {
+        let Ok(next) = pending.try_recv() else { break };
+        *size += next.messages.len();
+        group.push(next);
     }
 }
 

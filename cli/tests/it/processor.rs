@@ -659,3 +659,54 @@ async fn a_member_killed_while_another_runs_hands_its_partitions_over() {
     b.terminate();
     assert_exact(&db, &load).await;
 }
+
+/// Beside a transaction in flight, a few waiting payments do not start a transaction of
+/// their own (`processor.overlap_min`): they wait for it to end and then commit together.
+/// The first payment's installment is locked from outside, so its transaction stays in
+/// flight; five payments of other installments, on other partitions, arrive meanwhile.
+/// Before, each was committed at once in small transactions beside the blocked one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_waiting_payments_wait_for_the_transaction_in_flight_and_commit_together() {
+    let (config, db) = setup().await;
+    assert!(config.processor.overlap_min > 5 && config.processor.transactions > 1);
+    let installments = seeded_installments(&db).await;
+    let producer: FutureProducer = paystream_common::kafka::producer_config(&config.kafka, "overlap").create().unwrap();
+    let send = |i: usize, partition: i32| {
+        let command = payment_of_one(format!("msg_{i}"), format!("pay_{i}"), installments[i]);
+        let bytes = encode(&command).unwrap();
+        let key = installments[i].to_string();
+        let headers = crate::harness::command_headers(&config, key.as_bytes(), &bytes);
+        let producer = producer.clone();
+        let topic = config.kafka.inbound_topic.clone();
+        async move {
+            let record = FutureRecord::to(&topic).partition(partition).key(&key).payload(&bytes).headers(headers);
+            producer.send(record, Duration::from_secs(30)).await.unwrap();
+        }
+    };
+
+    let blocker = crate::harness::connect_db(&config).await;
+    blocker.batch_execute("BEGIN").await.unwrap();
+    blocker.execute("SELECT 1 FROM paystream.installment WHERE id = $1 FOR UPDATE", &[&installments[0]]).await.unwrap();
+    send(0, 0).await;
+    let member = Service::start("processor", &config);
+    let blocked = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    assert_eq!(wait_for(&db, blocked, 1, Duration::from_secs(60)).await, 1, "the first payment's transaction waits");
+
+    for i in 1..=5 {
+        send(i, i as i32).await;
+    }
+    // Time for the five to be received and handed to the committers; the assertion does not
+    // depend on it: however long they wait, they cannot commit while the first transaction is
+    // in flight.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count(&db, APPLIED).await, 0, "nothing committed beside the blocked transaction");
+
+    blocker.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(wait_for(&db, APPLIED, 6, Duration::from_secs(60)).await, 6);
+    let transactions =
+        count(&db, "SELECT count(DISTINCT xmin::text) FROM paystream.payment WHERE provider_payment_id <> 'pay_0'")
+            .await;
+    assert_eq!(transactions, 1, "the five waiting payments committed in one transaction");
+    member.terminate();
+}
