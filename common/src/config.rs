@@ -390,6 +390,9 @@ pub struct ProcessorConfig {
     /// flight (capped at `transaction_max`); fewer wait for it to end and go into the next
     /// transaction. 1 overlaps transactions whenever anything waits.
     pub overlap_min: usize,
+    /// The longest such a group waits for the transaction in flight before it starts anyway
+    /// (that one may be waiting on a lock another session holds).
+    pub overlap_wait_max_ms: u64,
     /// Longest pause between retries of a batch that failed for a transient reason.
     pub retry_backoff_max_ms: u64,
     /// Start newly assigned partitions at the position stored in PostgreSQL (at the
@@ -821,6 +824,10 @@ impl Config {
         );
         check((1..=100_000).contains(&self.processor.transaction_max), "processor.transaction_max must be 1..=100000");
         check((1..=100_000).contains(&self.processor.overlap_min), "processor.overlap_min must be 1..=100000");
+        check(
+            (1..=60_000).contains(&self.processor.overlap_wait_max_ms),
+            "processor.overlap_wait_max_ms must be 1..=60000",
+        );
         check((1..=8).contains(&self.relay.workers), "relay.workers must be 1..=8");
         // Each worker has at most one batch awaiting acks; together they must fit the
         // producer's queue, or sends would fail with a full queue instead of waiting.

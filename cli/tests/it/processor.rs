@@ -660,13 +660,13 @@ async fn a_member_killed_while_another_runs_hands_its_partitions_over() {
     assert_exact(&db, &load).await;
 }
 
-/// Beside a transaction in flight, a few waiting payments do not start a transaction of
-/// their own (`processor.overlap_min`): they wait for it to end and then commit together.
-/// The first payment's installment is locked from outside, so its transaction stays in
-/// flight; five payments of other installments, on other partitions, arrive meanwhile.
-/// Before, each was committed at once in small transactions beside the blocked one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_few_waiting_payments_wait_for_the_transaction_in_flight_and_commit_together() {
+/// One payment whose installment a session of the test holds locked, so that its
+/// transaction stays in flight, then five payments of other installments on other partitions
+/// (a processor over 6 partitions started with `env`). Returns the database, the locking
+/// session (its transaction open) and the processor.
+async fn five_behind_a_blocked_transaction(
+    env: &[(&str, String)],
+) -> (tokio_postgres::Client, tokio_postgres::Client, Service) {
     let (config, db) = setup().await;
     assert!(config.processor.overlap_min > 5 && config.processor.transactions > 1);
     let installments = seeded_installments(&db).await;
@@ -683,30 +683,49 @@ async fn a_few_waiting_payments_wait_for_the_transaction_in_flight_and_commit_to
             producer.send(record, Duration::from_secs(30)).await.unwrap();
         }
     };
-
     let blocker = crate::harness::connect_db(&config).await;
     blocker.batch_execute("BEGIN").await.unwrap();
     blocker.execute("SELECT 1 FROM paystream.installment WHERE id = $1 FOR UPDATE", &[&installments[0]]).await.unwrap();
     send(0, 0).await;
-    let member = Service::start("processor", &config);
+    let member = Service::start_with("processor", &config, env);
     let blocked = "SELECT count(*) FROM pg_stat_activity \
                    WHERE datname = current_database() AND wait_event_type = 'Lock'";
     assert_eq!(wait_for(&db, blocked, 1, Duration::from_secs(60)).await, 1, "the first payment's transaction waits");
-
     for i in 1..=5 {
         send(i, i as i32).await;
     }
+    (db, blocker, member)
+}
+
+/// Beside a transaction in flight, a few waiting payments do not start a transaction of
+/// their own (`processor.overlap_min`): they wait for it to end and then commit together.
+/// Before, each was committed at once in small transactions beside the blocked one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_waiting_payments_wait_for_the_transaction_in_flight_and_commit_together() {
+    let env = [("PAYSTREAM_PROCESSOR__OVERLAP_WAIT_MAX_MS", "60000".to_string())];
+    let (db, blocker, member) = five_behind_a_blocked_transaction(&env).await;
     // Time for the five to be received and handed to the committers; the assertion does not
     // depend on it: however long they wait, they cannot commit while the first transaction is
-    // in flight.
+    // in flight (for up to a minute).
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(count(&db, APPLIED).await, 0, "nothing committed beside the blocked transaction");
-
     blocker.batch_execute("COMMIT").await.unwrap();
     assert_eq!(wait_for(&db, APPLIED, 6, Duration::from_secs(60)).await, 6);
     let transactions =
         count(&db, "SELECT count(DISTINCT xmin::text) FROM paystream.payment WHERE provider_payment_id <> 'pay_0'")
             .await;
     assert_eq!(transactions, 1, "the five waiting payments committed in one transaction");
+    member.terminate();
+}
+
+/// ... but for `processor.overlap_wait_max_ms` at most: a transaction stuck on a lock that
+/// another session holds does not hold up the other partitions' payments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_stuck_on_a_lock_does_not_hold_up_the_other_partitions() {
+    let (db, blocker, member) = five_behind_a_blocked_transaction(&[]).await;
+    assert_eq!(wait_for(&db, APPLIED, 5, Duration::from_secs(60)).await, 5, "the five committed beside it");
+    assert_eq!(count(&db, "SELECT count(*) FROM paystream.payment WHERE provider_payment_id = 'pay_0'").await, 0);
+    blocker.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(wait_for(&db, APPLIED, 6, Duration::from_secs(60)).await, 6);
     member.terminate();
 }
