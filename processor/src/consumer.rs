@@ -365,7 +365,8 @@ impl Drop for InFlightGuard<'_> {
 }
 
 /// Runs transactions one at a time, each holding every batch that was waiting when it began
-/// (up to `transaction_max` messages).
+/// (up to `transaction_max` messages) and, when it waited for another committer's
+/// transaction, every batch that arrived meanwhile.
 struct Committer {
     pending: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>,
     in_flight: Arc<InFlight>,
